@@ -1,0 +1,3 @@
+from llmhost.cli.main import main
+
+main()

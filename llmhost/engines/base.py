@@ -1,0 +1,41 @@
+"""The one interface between llmhost and anything that turns tokens into tokens.
+
+Faces and the conversation layer talk to engines only through this protocol, so any engine
+(in-process llama.cpp, transformers, a supervised vLLM) can sit under every face.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol, runtime_checkable
+
+from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
+
+
+@runtime_checkable
+class Engine(Protocol):
+    async def start(self) -> None:
+        """Load the model and begin accepting work. Idempotent."""
+
+    def generate(
+        self, prompt_tokens: Sequence[int], params: SamplingParams, request_id: str | None = None
+    ) -> AsyncIterator[Delta]:
+        """Stream the deltas of one sequence. Closing the iterator early cancels the sequence.
+
+        Raises `ContextLengthExceeded` (before the first delta) when the prompt plus `max_tokens`
+        does not fit in `info().max_model_len`.
+        """
+        ...
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        """Text to token ids; special-token text (e.g. `<|im_start|>`) is parsed as the special token."""
+        ...
+
+    def detokenize(self, token_ids: Sequence[int]) -> str: ...
+
+    def info(self) -> EngineInfo: ...
+
+    def stats(self) -> EngineStats: ...
+
+    async def close(self) -> None:
+        """Cancel all work and release the model."""

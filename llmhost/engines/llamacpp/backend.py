@@ -1,0 +1,218 @@
+"""Thin, owned wrappers over llama.cpp's C API (through llama-cpp-python's ctypes bindings).
+
+Only this module and `sampler.py` touch ctypes. Everything here is called from the engine's own
+thread, except the read-only vocabulary helpers (tokenize/detokenize), which llama.cpp allows from
+any thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import llama_cpp as C
+import numpy as np
+
+from llmhost.errors import ModelLoadError
+
+log = logging.getLogger("llmhost.llamacpp")
+_native_log = logging.getLogger("llmhost.llamacpp.native")
+
+_LOG_LEVELS = {1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.DEBUG}
+
+
+@C.llama_log_callback
+def _forward_native_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+    # llama.cpp is chatty at INFO; keep its lines at DEBUG unless they are warnings or errors.
+    py_level = _LOG_LEVELS.get(level, logging.DEBUG)
+    if py_level < logging.WARNING:
+        py_level = logging.DEBUG
+    if _native_log.isEnabledFor(py_level):
+        _native_log.log(py_level, "%s", text.decode("utf-8", "replace").rstrip())
+
+
+_backend_ready = False
+
+
+def init_backend() -> None:
+    global _backend_ready
+    if not _backend_ready:
+        C.llama_log_set(_forward_native_log, ctypes.c_void_p(0))
+        C.llama_backend_init()
+        _backend_ready = True
+
+
+class LlamaModel:
+    """A loaded GGUF model and its vocabulary."""
+
+    def __init__(self, path: str) -> None:
+        init_backend()
+        if not os.path.isfile(path):
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        params = C.llama_model_default_params()
+        self.path = path
+        self.ptr = C.llama_model_load_from_file(path.encode(), params)
+        if not self.ptr:
+            raise ModelLoadError(f"llama.cpp could not load {path}")
+        self.vocab = C.llama_model_get_vocab(self.ptr)
+        self.n_vocab = C.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx_train = C.llama_model_n_ctx_train(self.ptr)
+        self.size_bytes = int(C.llama_model_size(self.ptr))
+        self.eog_token_ids = tuple(t for t in range(self.n_vocab) if C.llama_vocab_is_eog(self.vocab, t))
+        self._piece_cache: dict[int, bytes] = {}
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+    def close(self) -> None:
+        if self.ptr:
+            C.llama_model_free(self.ptr)
+            self.ptr = None
+
+    def meta(self, key: str) -> str | None:
+        size = 1 << 16
+        buf = ctypes.create_string_buffer(size)
+        n = C.llama_model_meta_val_str(self.ptr, key.encode(), buf, size)
+        if n < 0:
+            return None
+        if n >= size:  # chat templates can be long; ask again with the exact size
+            buf = ctypes.create_string_buffer(n + 1)
+            C.llama_model_meta_val_str(self.ptr, key.encode(), buf, n + 1)
+        return buf.value.decode("utf-8", "replace")
+
+    def description(self) -> str:
+        buf = ctypes.create_string_buffer(256)
+        C.llama_model_desc(self.ptr, buf, 256)
+        return buf.value.decode("utf-8", "replace")
+
+    def token_text(self, token_id: int) -> str:
+        """The vocabulary entry itself (e.g. `<|im_end|>`), for special-token strings."""
+        if token_id < 0:
+            return ""
+        raw = C.llama_vocab_get_text(self.vocab, token_id)
+        return raw.decode("utf-8", "replace") if raw else ""
+
+    @property
+    def bos_token_id(self) -> int:
+        return C.llama_vocab_bos(self.vocab)
+
+    @property
+    def eos_token_id(self) -> int:
+        return C.llama_vocab_eos(self.vocab)
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        n_max = len(data) + 8
+        buf = (C.llama_token * n_max)()
+        n = C.llama_tokenize(self.vocab, data, len(data), buf, n_max, add_special, parse_special)
+        if n < 0:
+            n_max = -n
+            buf = (C.llama_token * n_max)()
+            n = C.llama_tokenize(self.vocab, data, len(data), buf, n_max, add_special, parse_special)
+        return list(buf[:n])
+
+    def piece(self, token_id: int) -> bytes:
+        """The bytes a token contributes to visible text (special/control tokens contribute none)."""
+        cached = self._piece_cache.get(token_id)
+        if cached is None:
+            n = C.llama_token_to_piece(self.vocab, token_id, self._piece_buf, 256, 0, False)
+            if n < 0:
+                big = ctypes.create_string_buffer(-n)
+                n = C.llama_token_to_piece(self.vocab, token_id, big, -n, 0, False)
+                cached = big.raw[:n]
+            else:
+                cached = self._piece_buf.raw[:n]
+            self._piece_cache[token_id] = cached
+        return cached
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        return b"".join(self.piece(t) for t in token_ids).decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    n_seq: int  # sequences that can be in flight at once (one KV slot each)
+    n_ctx_per_seq: int  # context of one sequence (= max_model_len)
+    n_batch: int  # most tokens in one llama_decode call (prefill chunk budget)
+    n_threads: int
+    flash_attn: bool = False
+
+
+class LlamaContext:
+    """One llama.cpp context: a KV cache split into `n_seq` independent slots, and one batch buffer."""
+
+    def __init__(self, model: LlamaModel, config: ContextConfig) -> None:
+        self.model = model
+        self.config = config
+        params = C.llama_context_default_params()
+        params.n_ctx = config.n_ctx_per_seq * config.n_seq
+        params.n_batch = config.n_batch
+        params.n_ubatch = config.n_batch
+        params.n_seq_max = config.n_seq
+        params.n_threads = config.n_threads
+        params.n_threads_batch = config.n_threads
+        # Separate KV streams per sequence: attention of one sequence never scans another's cells.
+        params.kv_unified = False
+        params.flash_attn_type = (
+            C.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attn else C.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        params.no_perf = True
+        self.ptr = C.llama_init_from_model(model.ptr, params)
+        if not self.ptr:
+            raise ModelLoadError("llama.cpp could not create a context (out of memory?)")
+        self.n_ctx_per_seq = int(C.llama_n_ctx_seq(self.ptr))
+        self.memory = C.llama_get_memory(self.ptr)
+        self.batch = Batch(config.n_batch, config.n_seq)
+
+    def decode(self) -> int:
+        """Run the model on the filled batch. 0 = ok; 1 = no KV room; negative = error."""
+        return C.llama_decode(self.ptr, self.batch.raw)
+
+    def clear_seq(self, seq_id: int) -> None:
+        C.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
+
+    def logits(self, batch_index: int) -> np.ndarray:
+        ptr = C.llama_get_logits_ith(self.ptr, batch_index)
+        return np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,))
+
+    def close(self) -> None:
+        if self.ptr:
+            self.batch.close()
+            C.llama_free(self.ptr)
+            self.ptr = None
+
+
+class Batch:
+    """A reusable llama_batch: tokens of several sequences decoded in one call."""
+
+    def __init__(self, capacity: int, n_seq_max: int) -> None:
+        self.capacity = capacity
+        self.raw = C.llama_batch_init(capacity, 0, 1)
+        self.n_tokens = 0
+
+    def clear(self) -> None:
+        self.n_tokens = 0
+        self.raw.n_tokens = 0
+
+    def add(self, token: int, pos: int, seq_id: int, want_logits: bool) -> int:
+        """Append one token; returns its index in the batch (used to read its logits)."""
+        i = self.n_tokens
+        raw = self.raw
+        raw.token[i] = token
+        raw.pos[i] = pos
+        raw.n_seq_id[i] = 1
+        raw.seq_id[i][0] = seq_id
+        raw.logits[i] = want_logits
+        self.n_tokens = i + 1
+        raw.n_tokens = self.n_tokens
+        return i
+
+    @property
+    def room(self) -> int:
+        return self.capacity - self.n_tokens
+
+    def close(self) -> None:
+        if self.raw is not None:
+            C.llama_batch_free(self.raw)
+            self.raw = None

@@ -1,0 +1,214 @@
+"""The in-process llama.cpp engine: the `Engine` protocol over the continuous-batching scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence as Seq
+
+from llmhost.errors import ContextLengthExceeded, EngineError, InvalidRequest, ModelNotLoaded
+from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
+
+from .backend import ContextConfig, LlamaContext, LlamaModel
+from .scheduler import Outputs, Scheduler, Sequence
+
+log = logging.getLogger("llmhost.llamacpp")
+
+_request_counter = itertools.count()
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+class LlamaCppEngine:
+    name = "llama.cpp"
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        model_name: str,
+        max_model_len: int | None = None,
+        max_num_seqs: int = 8,
+        threads: int | None = None,
+        batch_tokens: int = 512,
+        flash_attn: bool = False,
+    ) -> None:
+        self._model_path = model_path
+        self._model_name = model_name
+        self._requested_max_model_len = max_model_len
+        self._max_num_seqs = max_num_seqs
+        self._threads = threads or default_threads()
+        self._batch_tokens = batch_tokens
+        self._flash_attn = flash_attn
+        self._model: LlamaModel | None = None
+        self._ctx: LlamaContext | None = None
+        self._scheduler: Scheduler | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queues: dict[Sequence, asyncio.Queue[Delta | Exception]] = {}
+        self._info: EngineInfo | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._scheduler is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._load)
+        assert self._model is not None and self._ctx is not None
+        self._scheduler = Scheduler(self._model, self._ctx, self._on_outputs)
+        self._scheduler.start()
+
+    def _load(self) -> None:
+        model = LlamaModel(self._model_path)
+        max_len = self._requested_max_model_len or model.n_ctx_train
+        if max_len > model.n_ctx_train:
+            log.warning("max_model_len %d is above the model's training context %d; quality may suffer",
+                        max_len, model.n_ctx_train)
+        config = ContextConfig(
+            n_seq=self._max_num_seqs,
+            n_ctx_per_seq=max_len,
+            n_batch=self._batch_tokens,
+            n_threads=self._threads,
+            flash_attn=self._flash_attn,
+        )
+        ctx = LlamaContext(model, config)
+        self._model, self._ctx = model, ctx
+        eos_id = model.eos_token_id
+        self._info = EngineInfo(
+            engine=self.name,
+            model_path=self._model_path,
+            model_name=self._model_name,
+            max_model_len=min(max_len, ctx.n_ctx_per_seq),
+            max_num_seqs=self._max_num_seqs,
+            device="cpu",
+            model_size_bytes=os.path.getsize(self._model_path),
+            vocab_size=model.n_vocab,
+            chat_template=model.meta("tokenizer.chat_template"),
+            bos_token=model.token_text(model.bos_token_id),
+            eos_token=model.token_text(eos_id),
+            eog_token_ids=model.eog_token_ids,
+        )
+        log.info("loaded %s (%s) on cpu: max_model_len=%d, max_num_seqs=%d, threads=%d",
+                 self._model_path, model.description(), self._info.max_model_len,
+                 self._max_num_seqs, self._threads)
+
+    async def close(self) -> None:
+        if self._scheduler is not None:
+            await asyncio.to_thread(self._scheduler.stop)
+            self._scheduler = None
+        if self._ctx is not None:
+            self._ctx.close()
+            self._ctx = None
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
+    # -- protocol ----------------------------------------------------------------------------------
+    def info(self) -> EngineInfo:
+        if self._info is None:
+            raise ModelNotLoaded("the model is not loaded yet")
+        return self._info
+
+    def stats(self) -> EngineStats:
+        s = self._scheduler
+        if s is None:
+            return EngineStats(0, 0, 0.0, 0, 0)
+        return EngineStats(
+            num_running=s.num_running,
+            num_waiting=s.num_waiting,
+            kv_cache_usage=s.num_running / s.num_slots,
+            num_steps=s.num_steps,
+            last_step_num_seqs=s.last_step_num_seqs,
+        )
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        return self._require_model().tokenize(text, add_special=add_special)
+
+    def detokenize(self, token_ids: Seq[int]) -> str:
+        return self._require_model().detokenize(token_ids)
+
+    def generate(
+        self, prompt_tokens: Seq[int], params: SamplingParams, request_id: str | None = None
+    ) -> AsyncIterator[Delta]:
+        info = self.info()
+        prompt = list(prompt_tokens)
+        if not prompt:
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        if any(not 0 <= t < info.vocab_size for t in prompt):
+            raise InvalidRequest("the prompt has token ids outside the vocabulary", param="prompt")
+        room = info.max_model_len - len(prompt)
+        if room < 1 or (params.max_tokens is not None and params.max_tokens > room):
+            asked = params.max_tokens or 1
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {info.max_model_len} tokens. However, you "
+                f"requested {len(prompt) + asked} tokens ({len(prompt)} in the prompt, {asked} for the "
+                f"completion). Please reduce the prompt or the completion length."
+            )
+        seq = Sequence(
+            request_id=request_id or f"req-{next(_request_counter)}",
+            prompt=prompt,
+            params=params,
+            max_tokens=params.max_tokens or room,
+        )
+        return self._stream(seq)
+
+    async def _stream(self, seq: Sequence) -> AsyncIterator[Delta]:
+        scheduler = self._scheduler
+        if scheduler is None:
+            raise ModelNotLoaded("the engine is not running")
+        queue: asyncio.Queue[Delta | Exception] = asyncio.Queue()
+        self._queues[seq] = queue
+        is_finished = False
+        scheduler.submit(seq)
+        try:
+            while not is_finished:
+                item = await queue.get()
+                if isinstance(item, Exception):
+                    is_finished = True
+                    raise item
+                # A slow reader gets what piled up as one delta: fewer events, same content.
+                while item.finish_reason is None and not queue.empty():
+                    nxt = queue.get_nowait()
+                    if isinstance(nxt, Exception):
+                        is_finished = True
+                        raise nxt
+                    _merge_into(item, nxt)
+                is_finished = item.finish_reason is not None
+                yield item
+        finally:
+            self._queues.pop(seq, None)
+            if not is_finished:
+                scheduler.abort(seq)
+
+    # -- engine thread -> event loop ---------------------------------------------------------------
+    def _on_outputs(self, outputs: Outputs) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._deliver, outputs)
+
+    def _deliver(self, outputs: Outputs) -> None:
+        for seq, item in outputs:
+            queue = self._queues.get(seq)
+            if queue is not None:
+                queue.put_nowait(item)
+
+    def _require_model(self) -> LlamaModel:
+        if self._model is None:
+            raise ModelNotLoaded("the model is not loaded yet")
+        return self._model
+
+
+def _merge_into(into: Delta, nxt: Delta) -> None:
+    into.text += nxt.text
+    into.token_ids.extend(nxt.token_ids)
+    if nxt.logprobs is not None:
+        into.logprobs = (into.logprobs or []) + nxt.logprobs
+    into.finish_reason = nxt.finish_reason
+    into.stop_reason = nxt.stop_reason
+    into.usage = nxt.usage
+
+
+__all__ = ["EngineError", "LlamaCppEngine"]

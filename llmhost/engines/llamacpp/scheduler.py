@@ -1,0 +1,231 @@
+"""Continuous batching over one llama.cpp context, on a thread of its own.
+
+Every step:
+1. drop sequences whose client went away (their KV slot is free again at once);
+2. admit waiting sequences into free KV slots;
+3. fill one batch: the next token of every decoding sequence first (decode latency is what users
+   feel), then prompt chunks of prefilling sequences with the budget that is left (chunked prefill);
+4. one `llama_decode` for the whole batch (it releases the GIL, so the event loop keeps serving);
+5. sample each sequence that got logits with its own sampler chain, detokenize, check stops;
+6. hand every delta of the step to the event loop in one call.
+
+The design follows llama.cpp's `server` slots and vLLM's scheduler: a fixed slot per sequence (so a
+sequence admitted never runs out of KV cache), decode-first token budgeting, chunked prefill.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from llmhost.engines.textstream import StopStringMatcher
+from llmhost.errors import EngineError
+from llmhost.types import Delta, FinishReason, SamplingParams, TokenLogprob, Usage
+
+from .backend import LlamaContext, LlamaModel
+from .sampler import SequenceSampler, token_logprob
+
+log = logging.getLogger("llmhost.llamacpp")
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One generation request as the scheduler sees it."""
+
+    request_id: str
+    prompt: list[int]
+    params: SamplingParams
+    max_tokens: int
+    slot: int = -1
+    num_cached: int = 0  # tokens of this sequence already in its KV slot
+    next_token: int = -1  # sampled but not yet decoded
+    num_generated: int = 0
+    is_aborted: bool = False  # set from the event loop thread; read by the scheduler
+    sampler: SequenceSampler | None = None
+    matcher: StopStringMatcher = field(init=False)
+    arrival_s: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.matcher = StopStringMatcher(
+            self.params.stop, include_stop=self.params.include_stop_str_in_output
+        )
+
+    @property
+    def is_prefilled(self) -> bool:
+        return self.num_cached >= len(self.prompt)
+
+
+# (sequence, delta or error) pairs produced by one step, handed to the event loop together.
+Outputs = list[tuple[Sequence, Delta | Exception]]
+
+
+class Scheduler:
+    def __init__(self, model: LlamaModel, ctx: LlamaContext, on_outputs: Callable[[Outputs], None]):
+        self._model = model
+        self._ctx = ctx
+        self._on_outputs = on_outputs
+        self._eog = frozenset(model.eog_token_ids)
+        self._free_slots = list(range(ctx.config.n_seq - 1, -1, -1))
+        self._waiting: deque[Sequence] = deque()  # appended by the event loop, popped here
+        self._waiting_lock = threading.Lock()
+        self._running: list[Sequence] = []
+        self._wake = threading.Event()
+        self._is_stopping = False
+        self._thread = threading.Thread(target=self._run, name="llmhost-llamacpp", daemon=True)
+        self.num_steps = 0
+        self.last_step_num_seqs = 0
+
+    # -- called from other threads -------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, seq: Sequence) -> None:
+        with self._waiting_lock:
+            self._waiting.append(seq)
+        self._wake.set()
+
+    def abort(self, seq: Sequence) -> None:
+        seq.is_aborted = True
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._is_stopping = True
+        self._wake.set()
+        self._thread.join(timeout=30)
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def num_slots(self) -> int:
+        return self._ctx.config.n_seq
+
+    # -- the engine thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._is_stopping:
+            if not self._running and not self._waiting:
+                self._wake.wait(timeout=1.0)
+                self._wake.clear()
+                continue
+            try:
+                self._step()
+            except Exception as exc:  # never let one bad step kill the engine thread
+                log.exception("decode step failed; failing the sequences in flight")
+                self._fail_running(EngineError(f"generation failed: {exc}"))
+        self._fail_running(EngineError("the engine is shutting down"))
+        with self._waiting_lock:
+            left, self._waiting = list(self._waiting), deque()
+        if left:
+            self._on_outputs([(seq, EngineError("the engine is shutting down")) for seq in left])
+
+    def _step(self) -> None:
+        outputs: Outputs = []
+        self._drop_aborted()
+        self._admit()
+        if not self._running:
+            return
+        batch = self._ctx.batch
+        batch.clear()
+        sample_at: list[tuple[Sequence, int]] = []
+        for seq in self._running:  # decode first: one token each
+            if seq.is_prefilled:
+                sample_at.append((seq, batch.add(seq.next_token, seq.num_cached, seq.slot, True)))
+                seq.num_cached += 1
+        for seq in self._running:  # then prompt chunks with what is left of the budget
+            if seq.is_prefilled or batch.room == 0:
+                continue
+            end = min(len(seq.prompt), seq.num_cached + batch.room)
+            for pos in range(seq.num_cached, end):
+                index = batch.add(seq.prompt[pos], pos, seq.slot, pos == len(seq.prompt) - 1)
+            seq.num_cached = end
+            if seq.is_prefilled:
+                sample_at.append((seq, index))
+        if batch.n_tokens == 0:
+            return
+        rc = self._ctx.decode()
+        self.num_steps += 1
+        self.last_step_num_seqs = len(self._running)
+        if rc != 0:
+            raise EngineError(f"llama_decode returned {rc}")
+        for seq, index in sample_at:
+            delta = self._sample(seq, index)
+            outputs.append((seq, delta))
+            if delta.finish_reason is not None:
+                self._release(seq)
+        if outputs:
+            self._on_outputs(outputs)
+
+    def _sample(self, seq: Sequence, index: int) -> Delta:
+        assert seq.sampler is not None
+        token = seq.sampler.sample(self._ctx, index)
+        seq.num_generated += 1
+        params = seq.params
+        logprobs: list[TokenLogprob] | None = None
+        if params.logprobs is not None:
+            logprobs = [token_logprob(self._model, self._ctx.logits(index), token, params.logprobs)]
+        delta = Delta(token_ids=[token], logprobs=logprobs)
+        if (token in self._eog and not params.ignore_eos) or token in params.stop_token_ids:
+            delta.text = seq.matcher.flush()
+            delta.finish_reason = FinishReason.STOP
+            delta.stop_reason = token if token in params.stop_token_ids else None
+        else:
+            delta.text = seq.matcher.push(self._model.piece(token))
+            if seq.matcher.stopped_by is not None:
+                delta.finish_reason = FinishReason.STOP
+                delta.stop_reason = seq.matcher.stopped_by
+            elif seq.num_generated >= seq.max_tokens:
+                delta.text += seq.matcher.flush()
+                delta.finish_reason = FinishReason.LENGTH
+        if delta.finish_reason is not None:
+            delta.usage = Usage(len(seq.prompt), seq.num_generated)
+        else:
+            seq.next_token = token
+        return delta
+
+    def _admit(self) -> None:
+        while self._free_slots and self._waiting:
+            with self._waiting_lock:
+                seq = self._waiting.popleft()
+            if seq.is_aborted:
+                continue
+            seq.slot = self._free_slots.pop()
+            seq.sampler = SequenceSampler(
+                self._model, seq.params, seq.prompt, window=self._ctx.n_ctx_per_seq
+            )
+            self._running.append(seq)
+
+    def _drop_aborted(self) -> None:
+        if any(s.is_aborted for s in self._running):
+            for seq in [s for s in self._running if s.is_aborted]:
+                self._release(seq)
+        if self._waiting and any(s.is_aborted for s in self._waiting):
+            with self._waiting_lock:
+                kept = [s for s in self._waiting if not s.is_aborted]
+                self._waiting.clear()
+                self._waiting.extend(kept)
+
+    def _release(self, seq: Sequence) -> None:
+        """Free the sequence's KV slot and sampler at once, so the next step can admit another."""
+        self._running.remove(seq)
+        self._ctx.clear_seq(seq.slot)
+        self._free_slots.append(seq.slot)
+        seq.slot = -1
+        if seq.sampler is not None:
+            seq.sampler.close()
+            seq.sampler = None
+
+    def _fail_running(self, error: Exception) -> None:
+        failed = list(self._running)
+        for seq in failed:
+            self._release(seq)
+        if failed:
+            self._on_outputs([(seq, error) for seq in failed])

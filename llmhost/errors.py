@@ -1,0 +1,43 @@
+"""Domain exceptions. They carry no HTTP knowledge; `server/errors.py` maps each type to a response."""
+
+from __future__ import annotations
+
+
+class LlmhostError(Exception):
+    """Base of every error llmhost raises on purpose."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class InvalidRequest(LlmhostError):
+    """The request is well-formed but asks for something that cannot be done."""
+
+
+class ContextLengthExceeded(InvalidRequest):
+    def __init__(self, message: str, *, param: str | None = "messages") -> None:
+        super().__init__(message, param=param, code="context_length_exceeded")
+
+
+class ModelNotFound(LlmhostError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"The model '{name}' does not exist.", param="model", code="model_not_found")
+
+
+class ModelNotLoaded(LlmhostError):
+    """The engine is not (yet, or no longer) able to generate."""
+
+
+class EngineError(LlmhostError):
+    """The engine failed while generating; the request cannot be completed."""
+
+
+class ModelLoadError(LlmhostError):
+    """A model could not be found or loaded (raised at start-up)."""
+
+
+class TemplateError(InvalidRequest):
+    """The chat template refused the conversation (e.g. `raise_exception` in the template)."""

@@ -1,0 +1,108 @@
+"""`POST /v1/chat/completions`."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+
+from llmhost.errors import InvalidRequest
+from llmhost.server.deps import StateDep
+from llmhost.server.generation import collect, merge_streams
+from llmhost.server.sse import sse_response
+from llmhost.types import Delta
+
+from .encode import finish_reason, usage
+from .logprobs import chat_logprobs
+from .schemas import ChatCompletionRequest
+
+router = APIRouter(tags=["openai"])
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(body: ChatCompletionRequest, state: StateDep) -> Any:
+    template = state.require_loaded()
+    model_name = state.resolve_model(body.model)
+    body.check_supported()
+    if body.n > state.settings.max_n:
+        raise InvalidRequest(f"'n' must be at most {state.settings.max_n}", param="n")
+    prompt = template.render(
+        [m.to_template() for m in body.messages],
+        add_generation_prompt=body.add_generation_prompt,
+        **(body.chat_template_kwargs or {}),
+    )
+    prompt_tokens = state.engine.tokenize(prompt)
+    logprobs = body.requested_logprobs
+    # Validation (context length included) happens here, before any byte of the response is sent.
+    streams = [
+        state.engine.generate(
+            prompt_tokens, body.sampling(max_tokens=body.requested_max_tokens, logprobs=logprobs, choice=i)
+        )
+        for i in range(body.n)
+    ]
+    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    if body.stream:
+        return sse_response(
+            _stream_chunks(streams, request_id, created, model_name, len(prompt_tokens), body.include_usage),
+            done="[DONE]",
+        )
+    results = await collect(streams)
+    num_completion = sum(len(r.token_ids) for r in results)
+    return {
+        "id": request_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model_name,
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": r.text},
+                "logprobs": chat_logprobs(r.logprobs),
+                "finish_reason": finish_reason(r.finish_reason),
+                "stop_reason": r.stop_reason,
+            }
+            for i, r in enumerate(results)
+        ],
+        "usage": usage(len(prompt_tokens), num_completion),
+    }
+
+
+async def _stream_chunks(
+    streams: list[AsyncIterator[Delta]],
+    request_id: str,
+    created: int,
+    model_name: str,
+    num_prompt_tokens: int,
+    include_usage: bool,
+) -> AsyncIterator[str]:
+    def chunk(choices: list[dict[str, Any]], totals: dict[str, int] | None = None) -> str:
+        body: dict[str, Any] = {"id": request_id, "object": "chat.completion.chunk", "created": created,
+                                "model": model_name, "choices": choices}
+        if totals is not None:
+            body["usage"] = totals
+        return json.dumps(body, ensure_ascii=False)
+
+    for i in range(len(streams)):  # the first delta of each choice carries the role
+        yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                      "finish_reason": None}])
+    num_completion = 0
+    async for index, delta in merge_streams(streams):
+        num_completion += len(delta.token_ids)
+        if not delta.text and delta.finish_reason is None and delta.logprobs is None:
+            continue
+        choice: dict[str, Any] = {
+            "index": index,
+            "delta": {"content": delta.text} if delta.text else {},
+            "logprobs": chat_logprobs(delta.logprobs),
+            "finish_reason": finish_reason(delta.finish_reason),
+        }
+        if delta.finish_reason is not None:
+            choice["stop_reason"] = delta.stop_reason
+        yield chunk([choice])
+    if include_usage:
+        yield chunk([], usage(num_prompt_tokens, num_completion))

@@ -1,0 +1,53 @@
+"""The app factory: one FastAPI app, every face mounted, around any `Engine`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import FastAPI
+
+from llmhost import __version__
+from llmhost.config import Settings
+from llmhost.engines.base import Engine
+from llmhost.faces import ops
+from llmhost.faces.openai import chat, completions
+from llmhost.server.errors import install_error_handlers
+from llmhost.server.state import ServerState
+
+log = logging.getLogger("llmhost.server")
+
+
+def create_app(
+    settings: Settings,
+    engine: Engine,
+    *,
+    served_names: list[str],
+    on_load_failure: Callable[[BaseException], None] | None = None,
+) -> FastAPI:
+    """Build the app. The engine loads in the background once the server runs, so `/health` can
+    answer 503 while it loads instead of the port staying closed."""
+    state = ServerState(settings=settings, engine=engine, served_names=served_names,
+                        on_load_failure=on_load_failure)
+    state.metrics_registry = ops.metrics_registry(state)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(state.load())
+        try:
+            yield
+        finally:
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+            await engine.close()
+
+    app = FastAPI(title="llmhost", version=__version__, lifespan=lifespan)
+    app.state.llmhost = state
+    install_error_handlers(app)
+    app.include_router(ops.router)
+    app.include_router(chat.router)
+    app.include_router(completions.router)
+    return app

@@ -1,0 +1,100 @@
+"""One table from exception type to HTTP status and OpenAI-shaped error body.
+
+Faces raise domain exceptions (`llmhost.errors`); nothing matches on message text. Request bodies that
+fail validation, unreadable JSON and stray HTTP errors end up in the same shape:
+`{"error": {"message", "type", "param", "code"}}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from llmhost.errors import (
+    ContextLengthExceeded,
+    EngineError,
+    InvalidRequest,
+    LlmhostError,
+    ModelLoadError,
+    ModelNotFound,
+    ModelNotLoaded,
+)
+
+log = logging.getLogger("llmhost.server")
+
+# Most specific first: the first matching row wins.
+ERROR_TABLE: list[tuple[type[LlmhostError], int, str]] = [
+    (ContextLengthExceeded, 400, "invalid_request_error"),
+    (InvalidRequest, 400, "invalid_request_error"),
+    (ModelNotFound, 404, "not_found_error"),
+    (ModelNotLoaded, 503, "service_unavailable"),
+    (ModelLoadError, 503, "service_unavailable"),
+    (EngineError, 500, "internal_server_error"),
+]
+
+_HTTP_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+               404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
+               415: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def error_body(message: str, type_: str, param: str | None = None, code: str | int | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def describe(exc: BaseException) -> tuple[int, dict[str, Any]]:
+    """Status and body for any exception (used for responses and for errors inside a stream)."""
+    if isinstance(exc, LlmhostError):
+        for cls, status, type_ in ERROR_TABLE:
+            if isinstance(exc, cls):
+                return status, error_body(exc.message, type_, exc.param, exc.code)
+        return 500, error_body(exc.message, "internal_server_error", exc.param, exc.code)
+    return 500, error_body("internal error", "internal_server_error")
+
+
+def _validation_param(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) if parts else None
+
+
+def _validation_message(err: dict[str, Any]) -> str:
+    param = _validation_param(tuple(err.get("loc", ())))
+    if err.get("type") == "json_invalid":
+        return f"The request body is not valid JSON: {err.get('ctx', {}).get('error', err.get('msg'))}"
+    if err.get("type") == "missing":
+        return f"'{param}' is required"
+    return f"'{param}': {err.get('msg')}" if param else str(err.get("msg"))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LlmhostError)
+    async def _domain(_: Request, exc: LlmhostError) -> JSONResponse:
+        status, body = describe(exc)
+        if status >= 500:
+            log.error("%s: %s", type(exc).__name__, exc.message)
+        return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        param = _validation_param(tuple(first.get("loc", ())))
+        if first.get("type") == "json_invalid":
+            param = None
+        return JSONResponse(error_body(_validation_message(first), "invalid_request_error", param),
+                            status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return JSONResponse(error_body(message, _HTTP_TYPES.get(exc.status_code, "error")),
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(error_body("internal error", "internal_server_error"), status_code=500)

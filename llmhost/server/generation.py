@@ -1,0 +1,93 @@
+"""Running several sequences for one request (`n` choices, a batch of prompts) and merging them.
+
+Every face that fans out uses this, so cancellation is handled once: leaving the merged iterator
+early (client gone, error) closes every engine stream beneath it, which frees their sequences.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from llmhost.types import Delta, FinishReason, TokenLogprob
+
+_DONE = object()
+
+
+async def merge_streams(streams: Sequence[AsyncIterator[Delta]]) -> AsyncIterator[tuple[int, Delta]]:
+    """Yield `(stream index, delta)` in arrival order; the first error cancels the rest and is raised."""
+    if len(streams) == 1:  # the common case pays for no tasks
+        try:
+            async for delta in streams[0]:
+                yield 0, delta
+        finally:
+            await _aclose(streams[0])
+        return
+
+    queue: asyncio.Queue[tuple[int, object]] = asyncio.Queue()
+
+    async def pump(index: int, stream: AsyncIterator[Delta]) -> None:
+        try:
+            async for delta in stream:
+                queue.put_nowait((index, delta))
+        except Exception as exc:
+            queue.put_nowait((index, exc))
+        finally:
+            queue.put_nowait((index, _DONE))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        num_open = len(tasks)
+        while num_open:
+            index, item = await queue.get()
+            if item is _DONE:
+                num_open -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield index, item  # type: ignore[misc]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for stream in streams:
+            await _aclose(stream)
+
+
+async def _aclose(stream: AsyncIterator[Delta]) -> None:
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            await close()
+
+
+@dataclass
+class Completion:
+    """One finished choice, accumulated from its deltas (for non-streaming responses)."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: FinishReason | None = None
+    stop_reason: str | int | None = None
+    prompt_tokens: int = 0
+
+    def add(self, delta: Delta) -> None:
+        self.text += delta.text
+        self.token_ids.extend(delta.token_ids)
+        if delta.logprobs is not None:
+            self.logprobs = (self.logprobs or []) + delta.logprobs
+        if delta.finish_reason is not None:
+            self.finish_reason = delta.finish_reason
+            self.stop_reason = delta.stop_reason
+        if delta.usage is not None:
+            self.prompt_tokens = delta.usage.prompt_tokens
+
+
+async def collect(streams: Sequence[AsyncIterator[Delta]]) -> list[Completion]:
+    results = [Completion() for _ in streams]
+    async for index, delta in merge_streams(streams):
+        results[index].add(delta)
+    return results

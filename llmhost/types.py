@@ -1,0 +1,131 @@
+"""Internal types shared by every layer: plain dataclasses, no HTTP and no engine imports."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from llmhost.errors import InvalidRequest
+
+MAX_TOP_LOGPROBS = 20
+
+
+class FinishReason(StrEnum):
+    STOP = "stop"  # end-of-generation token or a stop string
+    LENGTH = "length"  # max_tokens or the context was reached
+    ABORT = "abort"  # cancelled (client went away, shutdown)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one sequence is sampled. Validated here so every face gets the same rules."""
+
+    max_tokens: int | None = None  # None: until end-of-generation or the context is full
+    temperature: float = 1.0  # 0 means greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 or -1 means off
+    min_p: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logprobs: int | None = None  # None: none; 0: the sampled token only; k: plus the k most likely
+    ignore_eos: bool = False
+    include_stop_str_in_output: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.max_tokens is None or self.max_tokens >= 1, "max_tokens", "must be at least 1")
+        _check(math.isfinite(self.temperature) and 0.0 <= self.temperature <= 2.0, "temperature",
+               "must be between 0 and 2")
+        _check(0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]")
+        _check(self.top_k >= -1, "top_k", "must be -1, 0 (off) or a positive integer")
+        _check(0.0 <= self.min_p <= 1.0, "min_p", "must be in [0, 1]")
+        _check(-2.0 <= self.presence_penalty <= 2.0, "presence_penalty", "must be in [-2, 2]")
+        _check(-2.0 <= self.frequency_penalty <= 2.0, "frequency_penalty", "must be in [-2, 2]")
+        _check(0.0 < self.repetition_penalty <= 10.0, "repetition_penalty", "must be in (0, 10]")
+        _check(self.logprobs is None or 0 <= self.logprobs <= MAX_TOP_LOGPROBS, "top_logprobs",
+               f"must be between 0 and {MAX_TOP_LOGPROBS}")
+        _check(all(s for s in self.stop), "stop", "stop strings must not be empty")
+        _check(len(self.stop) <= 16, "stop", "at most 16 stop strings")
+
+    @property
+    def is_greedy(self) -> bool:
+        return self.temperature == 0.0 or self.top_k == 1
+
+
+def _check(ok: bool, param: str, message: str) -> None:
+    if not ok:
+        raise InvalidRequest(f"'{param}' {message}", param=param)
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    token_id: int
+    token_bytes: bytes
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """The log-probability of one generated token under the model, with its most likely rivals."""
+
+    token_id: int
+    token_bytes: bytes
+    logprob: float
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Delta:
+    """What one sequence produced since its last delta.
+
+    `text` is safe to show: it never ends inside a UTF-8 character or inside a possible stop string.
+    The last delta of a sequence has `finish_reason` and `usage` set.
+    """
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: FinishReason | None = None
+    stop_reason: str | int | None = None  # the stop string or token id that ended the sequence
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the layers above need to know about the loaded model and engine."""
+
+    engine: str
+    model_path: str
+    model_name: str
+    max_model_len: int
+    max_num_seqs: int
+    device: str
+    model_size_bytes: int
+    vocab_size: int
+    chat_template: str | None
+    bos_token: str
+    eos_token: str
+    eog_token_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    num_running: int
+    num_waiting: int
+    kv_cache_usage: float  # 0..1
+    num_steps: int  # decode steps done since start
+    last_step_num_seqs: int  # sequences decoded in the most recent step
