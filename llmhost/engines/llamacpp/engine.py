@@ -6,7 +6,8 @@ import asyncio
 import itertools
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence as Seq
+from collections.abc import AsyncIterator
+from collections.abc import Sequence as Seq
 
 from llmhost.errors import ContextLengthExceeded, EngineError, InvalidRequest, ModelNotLoaded
 from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams

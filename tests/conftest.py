@@ -1,0 +1,95 @@
+"""Shared fixtures: the real embedded model, in-process apps, and real servers on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llmhost.models.source import embedded_model_path
+
+# Small contexts keep the KV cache (and the tests) light on 2 cores.
+TEST_MAX_MODEL_LEN = 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(tmp_dir: Path, *args: str, env: dict[str, str] | None = None,
+                 timeout_s: float = 120.0) -> RunningServer:
+    port = free_port()
+    log_path = tmp_dir / f"server-{port}.log"
+    cmd = [sys.executable, "-m", "llmhost", "serve", "--port", str(port), *args]
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
+                                   env={**os.environ, **(env or {})}, start_new_session=True)
+    server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    stop_server(server)
+    raise RuntimeError(f"server not healthy within {timeout_s}s:\n{server.log()}")
+
+
+def stop_server(server: RunningServer) -> None:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.process.pid, signal.SIGKILL)
+            server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    return embedded_model_path()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One real llmhost server for the end-to-end tier."""
+    srv = start_server(tmp_path_factory.mktemp("server"), "--max-model-len", str(TEST_MAX_MODEL_LEN),
+                       "--max-num-seqs", "8", "--served-model-name", "smol,smol-alias")
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture(scope="session")
+async def engine(model_path: Path) -> AsyncIterator:
+    """The real llama.cpp engine, in-process (for engine and in-process app tests)."""
+    from llmhost.engines.llamacpp.engine import LlamaCppEngine
+
+    eng = LlamaCppEngine(str(model_path), model_name="smol", max_model_len=TEST_MAX_MODEL_LEN, max_num_seqs=8)
+    await eng.start()
+    yield eng
+    await eng.close()

@@ -1,0 +1,140 @@
+"""The llama.cpp engine on the real embedded model: batching, sampling, stops, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from llmhost.errors import ContextLengthExceeded, InvalidRequest
+from llmhost.types import FinishReason, SamplingParams
+
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Once upon a time, a dragon",
+    "1, 2, 3, 4, 5,",
+    "The recipe for pancakes needs",
+    "In 1969, astronauts",
+    "SELECT name FROM users WHERE",
+    "The three primary colors are",
+]
+
+
+async def run(engine, prompt: str, params: SamplingParams) -> tuple[str, list[int], object]:
+    text, tokens, last = "", [], None
+    async for delta in engine.generate(engine.tokenize(prompt), params):
+        text += delta.text
+        tokens += delta.token_ids
+        last = delta
+    return text, tokens, last
+
+
+async def test_concurrent_sequences_match_their_solo_runs(engine):
+    """Crosstalk check: every prompt decoded alone and decoded in one shared batch with 7 others must
+    give the same greedy tokens. A wrong seq id, position or logits row in the batch would change them."""
+    params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
+    solo = [await run(engine, p, params) for p in PROMPTS]
+    together = await asyncio.gather(*(run(engine, p, params) for p in PROMPTS))
+    assert len({s[0] for s in solo}) == len(PROMPTS), "prompts should give distinct answers"
+    for (solo_text, solo_tokens, _), (text, tokens, _) in zip(solo, together, strict=True):
+        assert tokens == solo_tokens, (solo_text, text)
+        assert len(tokens) == 24
+
+
+async def test_batch_really_shares_decode_steps(engine):
+    params = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True)
+    steps_before = engine.stats().num_steps
+    await asyncio.gather(*(run(engine, p, params) for p in PROMPTS))
+    steps = engine.stats().num_steps - steps_before
+    # 8 sequences x 16 tokens decoded one at a time would take >= 128 steps; batched, about 16-20.
+    assert steps < 40, steps
+
+
+async def test_max_tokens_gives_length_and_exact_usage(engine):
+    text, tokens, last = await run(engine, "Count: one, two,", SamplingParams(max_tokens=7, temperature=0.0,
+                                                                              ignore_eos=True))
+    assert last.finish_reason == FinishReason.LENGTH
+    assert len(tokens) == 7
+    assert last.usage.completion_tokens == 7
+    assert last.usage.prompt_tokens == len(engine.tokenize("Count: one, two,"))
+
+
+async def test_stop_string_cuts_text_and_finishes(engine):
+    base, _, _ = await run(engine, "1, 2, 3, 4, 5,", SamplingParams(max_tokens=20, temperature=0.0))
+    assert " 8" in base  # the model counts on
+    text, _, last = await run(engine, "1, 2, 3, 4, 5,", SamplingParams(max_tokens=20, temperature=0.0,
+                                                                       stop=(" 8",)))
+    assert last.finish_reason == FinishReason.STOP
+    assert last.stop_reason == " 8"
+    assert text == base[: base.index(" 8")]
+
+
+async def test_same_seed_same_text_and_other_seed_differs(engine):
+    def params(seed: int) -> SamplingParams:
+        return SamplingParams(max_tokens=32, temperature=0.8, seed=seed, ignore_eos=True)
+
+    a, _, _ = await run(engine, "Once upon a time", params(1234))
+    b, _, _ = await run(engine, "Once upon a time", params(1234))
+    others = {(await run(engine, "Once upon a time", params(s)))[0] for s in (1, 2, 3)}
+    assert a == b
+    assert len(others | {a}) > 1
+
+
+async def test_logprobs_are_normalised_and_sorted(engine):
+    params = SamplingParams(max_tokens=3, temperature=0.0, logprobs=5)
+    deltas = [d async for d in engine.generate(engine.tokenize("The capital of France is"), params)]
+    items = [lp for d in deltas for lp in (d.logprobs or [])]
+    assert len(items) == 3
+    for lp in items:
+        assert lp.logprob <= 0.0
+        assert len(lp.top) == 5
+        assert [t.logprob for t in lp.top] == sorted((t.logprob for t in lp.top), reverse=True)
+        assert lp.top[0].token_id == lp.token_id  # greedy picks the most likely token
+
+
+async def test_context_overflow_is_refused_before_generation(engine):
+    long_prompt = engine.tokenize("hello " * 2000)
+    with pytest.raises(ContextLengthExceeded):
+        engine.generate(long_prompt, SamplingParams(max_tokens=5))
+    short = engine.tokenize("hello")
+    with pytest.raises(ContextLengthExceeded):
+        engine.generate(short, SamplingParams(max_tokens=engine.info().max_model_len))
+    with pytest.raises(InvalidRequest):
+        engine.generate([], SamplingParams(max_tokens=5))
+
+
+async def test_closing_the_stream_frees_the_slot_at_once(engine):
+    params = SamplingParams(max_tokens=500, temperature=0.0, ignore_eos=True)
+    keep = engine.generate(engine.tokenize("Once upon a time"), params)
+    drop = engine.generate(engine.tokenize("The capital of France is"), params)
+    await keep.__anext__()
+    await drop.__anext__()
+    assert engine.stats().num_running == 2
+    await drop.aclose()
+    for _ in range(5):  # a few more steps for the kept sequence
+        await keep.__anext__()
+    assert engine.stats().num_running == 1
+    assert engine.stats().last_step_num_seqs == 1
+    await keep.aclose()
+    for _ in range(100):
+        if engine.stats().num_running == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert engine.stats().num_running == 0
+
+
+async def test_more_sequences_than_slots_wait_and_all_finish(engine):
+    params = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)
+    results = await asyncio.gather(*(run(engine, f"Item {i}:", params) for i in range(20)))
+    assert all(len(tokens) == 4 for _, tokens, _ in results)
+
+
+async def test_long_prompt_is_prefilled_in_chunks(engine):
+    # Longer than one 512-token batch: must be split across steps and still answer like llama.cpp.
+    prompt = engine.tokenize("The quick brown fox jumps over the lazy dog. " * 70)
+    assert len(prompt) > 512
+    params = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
+    deltas = [d async for d in engine.generate(prompt, params)]
+    assert deltas[-1].usage.prompt_tokens == len(prompt)
+    assert sum(len(d.token_ids) for d in deltas) == 8

@@ -1,0 +1,38 @@
+import pytest
+from pydantic import ValidationError
+
+from llmhost.config import Settings
+
+
+def test_defaults_bind_loopback_port_8000():
+    s = Settings.load()
+    assert (s.host, s.port, s.max_num_seqs) == ("127.0.0.1", 8000, 8)
+
+
+def test_precedence_cli_over_env_over_yaml(tmp_path, monkeypatch):
+    cfg = tmp_path / "llmhost.yaml"
+    cfg.write_text("port: 9001\nmax_num_seqs: 3\nthreads: 1\nserved_model_name: [a, b]\n")
+    monkeypatch.setenv("LLMHOST_MAX_NUM_SEQS", "5")
+    monkeypatch.setenv("LLMHOST_THREADS", "2")
+    s = Settings.load(cfg, threads=4)
+    assert s.port == 9001  # yaml
+    assert s.max_num_seqs == 5  # env beats yaml
+    assert s.threads == 4  # cli beats env
+    assert s.served_model_name == ["a", "b"]
+
+
+def test_served_model_name_splits_commas(monkeypatch):
+    monkeypatch.setenv("LLMHOST_SERVED_MODEL_NAME", "x, y")
+    assert Settings.load().served_model_name == ["x", "y"]
+    assert Settings.load(served_model_name=["p,q", "r"]).served_model_name == ["p", "q", "r"]
+
+
+def test_bad_values_and_unknown_keys_are_rejected(tmp_path):
+    with pytest.raises(ValidationError):
+        Settings.load(max_num_seqs=0)
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("no_such_setting: 1\n")
+    with pytest.raises(ValidationError):
+        Settings.load(cfg)
+    with pytest.raises(FileNotFoundError):
+        Settings.load(tmp_path / "missing.yaml")
