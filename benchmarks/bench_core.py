@@ -10,7 +10,8 @@ none during the raw loops); interleaving the rounds spreads bursts of background
   raw-batched      `--clients` sequences decoded together with llama.cpp's C API (ctypes) in this process:
                    all prompts prefilled in one llama_decode, then one llama_decode per step carrying the
                    next token of every sequence, greedy sampling. The ceiling for continuous batching.
-  raw-single       one sequence through `llama_cpp.Llama.generate` in this process.
+  raw-single       one sequence through `llama_cpp.Llama.generate` in this process (the first prompt,
+                   as in llmhost's single-stream measurement).
   llmhost          `llmhost serve` as a subprocess: `--clients` concurrent streaming /v1/completions
                    requests (aggregate tokens/s), then one streaming request alone (single-stream tokens/s).
                    Requests carry `"ignore_eos": true` so each really runs to `--new-tokens`.
@@ -29,6 +30,12 @@ reports one, otherwise from the streamed chunks; a warning is printed for any re
 `--new-tokens`. Each phase is warmed up (one untimed request / short generation) and measured once per
 round; with `--rounds` rounds (default 3) each ratio is median(numerator) / median(denominator), and the
 per-round ratios are shown beside it.
+
+llama.cpp's threads spin at barriers, so a single busy thread of other work on a 2-core machine can slow
+a phase several-fold. Before each phase the script waits (up to 10 s) for the CPUs to go quiet, and for
+each measurement it reports the share of the CPUs that other processes used meanwhile (from /proc); a
+measurement where that exceeds 10% is flagged with a warning and a `*` in the summary. Contention from
+outside this machine (other guests on the host) does not show there: compare rounds.
 
 Ratios and targets:
   llmhost / llama_cpp.server, `--clients` streams  >= 1.5
@@ -64,6 +71,8 @@ HOST = "127.0.0.1"
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 15.0
 REQUEST_TIMEOUT_S = 300.0
+BUSY_WARN = 0.10  # share of all CPUs used by other processes above which a measurement is flagged
+QUIET_WAIT_S = 10.0  # most a phase waits for other work to leave the CPUs before it starts anyway
 # Plain-text prompts that SmolLM2-135M continues past 64 tokens at greedy without emitting EOS.
 PROMPTS = [
     "Once upon a time in a small village,",
@@ -104,6 +113,7 @@ class Config:
 class Phase:
     name: str
     rounds_tok_s: list[float] = field(default_factory=list)
+    others_cpu: list[float | None] = field(default_factory=list)  # share of the CPUs used by other processes
     tokens_per_request: list[int] = field(default_factory=list)
     skipped: str | None = None
 
@@ -123,20 +133,22 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="GGUF file (default: the embedded SmolLM2-135M)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for every engine (default 2)")
-    p.add_argument("--rounds", type=int, default=3, help="repeats of each measurement; median used")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of all phases (default 3); medians used")
     p.add_argument("--new-tokens", type=int, default=64, help="tokens generated per request")
     p.add_argument("--clients", type=int, default=8, help="concurrent streaming clients / batched seqs")
     p.add_argument(
         "--eos-logit-bias",
         action="store_true",
-        help="send logit_bias against the EOS tokens to llama_cpp.server",
+        help=f"also send llama_cpp.server a logit_bias of -100 on tokens {EOG_TOKEN_IDS} (SmolLM2's EOS)",
     )
     p.add_argument("--json", dest="json_path", default=None, help="write all numbers to this file")
     a = p.parse_args(argv)
+    if min(a.threads, a.rounds, a.new_tokens, a.clients) < 1:
+        p.error("--threads, --rounds, --new-tokens and --clients must be at least 1")
     model = a.model or default_model_path()
     if not os.path.isfile(model):
         sys.exit(f"model file not found: {model}")
-    return Config(model, a.threads, max(1, a.rounds), a.new_tokens, a.clients, a.eos_logit_bias, a.json_path)
+    return Config(model, a.threads, a.rounds, a.new_tokens, a.clients, a.eos_logit_bias, a.json_path)
 
 
 def warn_short(phase: Phase, counts: list[int], want: int) -> None:
@@ -148,11 +160,76 @@ def warn_short(phase: Phase, counts: list[int], want: int) -> None:
         )
 
 
-def record(phase: Phase, tok_s: float, counts: list[int], want: int) -> None:
+def record(phase: Phase, tok_s: float, counts: list[int], want: int, others: list[float]) -> None:
+    share = others[0] if others else None
     phase.rounds_tok_s.append(tok_s)
+    phase.others_cpu.append(share)
     phase.tokens_per_request.extend(counts)
     warn_short(phase, counts, want)
-    print(f"  {phase.name}: {tok_s:8.1f} tok/s  ({sum(counts)} tokens, per request {sorted(set(counts))})")
+    seen = "" if share is None else f", other processes {share:.0%} of the CPUs"
+    print(
+        f"  {phase.name}: {tok_s:8.1f} tok/s  ({sum(counts)} tokens, per request {sorted(set(counts))}{seen})"
+    )
+    if share is not None and share > BUSY_WARN:
+        print(
+            f"  WARNING: other processes used {share:.0%} of the CPUs during this measurement; it is skewed"
+        )
+
+
+# ----------------------------------------------------------------------------- CPU contention (Linux /proc)
+
+
+def machine_jiffies() -> tuple[int, int] | None:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat; None where there is none."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    total = sum(fields)  # user nice system idle iowait irq softirq steal
+    return total - fields[3] - fields[4], total
+
+
+def process_jiffies(pid: int) -> int:
+    """utime + stime of one process (all its threads), in the same unit as /proc/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+@contextmanager
+def others_cpu(pids: list[int]) -> Iterator[list[float]]:
+    """Yields a list that gets, on exit, the share of all CPUs used meanwhile by processes not in `pids`."""
+    out: list[float] = []
+    start, own_start = machine_jiffies(), sum(process_jiffies(p) for p in pids)
+    yield out
+    end, own_end = machine_jiffies(), sum(process_jiffies(p) for p in pids)
+    if start and end and end[1] > start[1]:
+        busy = (end[0] - start[0]) - (own_end - own_start)
+        out.append(max(0.0, busy / (end[1] - start[1])))
+
+
+def busy_share(window_s: float = 0.5) -> float | None:
+    start = machine_jiffies()
+    time.sleep(window_s)
+    end = machine_jiffies()
+    if not start or not end or end[1] <= start[1]:
+        return None
+    return (end[0] - start[0]) / (end[1] - start[1])
+
+
+def wait_for_quiet_cpus(max_wait_s: float = QUIET_WAIT_S) -> None:
+    """Before a phase (nothing of ours runs then): wait a little while other work keeps the CPUs busy."""
+    deadline = time.monotonic() + max_wait_s
+    share = busy_share()
+    if share is None or share <= BUSY_WARN:
+        return
+    print(f"  CPUs {share:.0%} busy with other work; waiting up to {max_wait_s:.0f}s for quiet")
+    while share is not None and share > BUSY_WARN and time.monotonic() < deadline:
+        share = busy_share()
 
 
 # ----------------------------------------------------------------------------- raw llama.cpp, in process
@@ -288,8 +365,9 @@ def bench_raw_batched(cfg: Config, phase: Phase) -> None:
         batch = C.llama_batch_init(max(512, sum(map(len, prompts))), 0, cfg.clients)
         try:
             run_batched_once(ctx, batch, sampler, prompts, min(8, cfg.new_tokens))  # warm-up
-            elapsed, counts = run_batched_once(ctx, batch, sampler, prompts, cfg.new_tokens)
-            record(phase, sum(counts) / elapsed, counts, cfg.new_tokens)
+            with others_cpu([os.getpid()]) as others:
+                elapsed, counts = run_batched_once(ctx, batch, sampler, prompts, cfg.new_tokens)
+            record(phase, sum(counts) / elapsed, counts, cfg.new_tokens, others)
         finally:
             C.llama_batch_free(batch)
 
@@ -318,8 +396,9 @@ def bench_raw_single(cfg: Config, phase: Phase) -> None:
     )
     try:
         run_llama_generate_once(llm, PROMPTS[0], min(8, cfg.new_tokens))  # warm-up
-        elapsed, count = run_llama_generate_once(llm, PROMPTS[0], cfg.new_tokens)
-        record(phase, count / elapsed, [count], cfg.new_tokens)
+        with others_cpu([os.getpid()]) as others:
+            elapsed, count = run_llama_generate_once(llm, PROMPTS[0], cfg.new_tokens)
+        record(phase, count / elapsed, [count], cfg.new_tokens, others)
     finally:
         llm.close()
 
@@ -411,16 +490,22 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+@dataclass
+class Server:
+    base: str  # http://host:port
+    pid: int
+
+
 @contextmanager
-def running_server(name: str, command: list[str], ready_path: str, port: int) -> Iterator[str]:
-    """Start a server subprocess, wait until `ready_path` answers, yield its base URL, then stop it."""
+def running_server(name: str, command: list[str], ready_path: str, port: int) -> Iterator[Server]:
+    """Start a server subprocess, wait until `ready_path` answers, yield it, then stop it."""
     base = f"http://{HOST}:{port}"
     with tempfile.NamedTemporaryFile("w+", prefix=f"bench-{name}-", suffix=".log", delete=False) as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         waited = wait_ready(proc, base + ready_path, log.name)
         print(f"  {name} ready on port {port} after {waited:.1f}s (pid {proc.pid}, log {log.name})")
-        yield base
+        yield Server(base, proc.pid)
     finally:
         stop(proc)
     os.unlink(log.name)
@@ -476,10 +561,11 @@ async def concurrent_streams(base: str, bodies: list[dict]) -> tuple[float, list
         return time.perf_counter() - start, list(results)
 
 
-def measure_streams(phase: Phase, base: str, bodies: list[dict], want: int) -> None:
-    elapsed, results = asyncio.run(concurrent_streams(base, bodies))
+def measure_streams(phase: Phase, server: Server, bodies: list[dict], want: int) -> None:
+    with others_cpu([os.getpid(), server.pid]) as others:
+        elapsed, results = asyncio.run(concurrent_streams(server.base, bodies))
     counts = [r.tokens for r in results]
-    record(phase, sum(counts) / elapsed, counts, want)
+    record(phase, sum(counts) / elapsed, counts, want, others)
     for r in results:
         if r.tokens < want:
             print(f"    short stream: {r.tokens} tokens, finish={r.finish_reason!r}, text={r.text[:60]!r}")
@@ -501,10 +587,10 @@ def bench_llmhost(cfg: Config, many: Phase, one: Phase) -> None:
     """One round: start llmhost, warm up, time `--clients` concurrent streams then one stream, stop it."""
     bodies = [completion_body(cfg, p, {"ignore_eos": True}) for p in cfg.prompts()]
     port = free_port()
-    with running_server("llmhost", llmhost_command(cfg, port), "/health", port) as base:
-        asyncio.run(concurrent_streams(base, bodies[:1]))  # warm-up
-        measure_streams(many, base, bodies, cfg.new_tokens)
-        measure_streams(one, base, bodies[:1], cfg.new_tokens)
+    with running_server("llmhost", llmhost_command(cfg, port), "/health", port) as server:
+        asyncio.run(concurrent_streams(server.base, bodies[:1]))  # warm-up
+        measure_streams(many, server, bodies, cfg.new_tokens)
+        measure_streams(one, server, bodies[:1], cfg.new_tokens)
 
 
 def llama_cpp_server_missing() -> str | None:
@@ -528,9 +614,10 @@ def bench_llama_cpp_server(cfg: Config, many: Phase) -> None:
         extra["logit_bias"] = {str(t): -100.0 for t in EOG_TOKEN_IDS}
     bodies = [completion_body(cfg, p, extra) for p in cfg.prompts()]
     port = free_port()
-    with running_server("llama_cpp.server", llama_cpp_server_command(cfg, port), "/v1/models", port) as base:
-        asyncio.run(concurrent_streams(base, bodies[:1]))  # warm-up
-        measure_streams(many, base, bodies, cfg.new_tokens)
+    command = llama_cpp_server_command(cfg, port)
+    with running_server("llama_cpp.server", command, "/v1/models", port) as server:
+        asyncio.run(concurrent_streams(server.base, bodies[:1]))  # warm-up
+        measure_streams(many, server, bodies, cfg.new_tokens)
 
 
 # ----------------------------------------------------------------------------- report
@@ -571,6 +658,10 @@ RATIO_LABELS = {
 }
 
 
+def skew_mark(others: float | None) -> str:
+    return "*" if others is not None and others > BUSY_WARN else ""
+
+
 def print_summary(cfg: Config, phases: dict[str, Phase], ratios: dict[str, float | None]) -> None:
     print(
         f"\nSummary: {os.path.basename(cfg.model)}, {cfg.new_tokens} new tokens, greedy, "
@@ -581,7 +672,9 @@ def print_summary(cfg: Config, phases: dict[str, Phase], ratios: dict[str, float
         if p.skipped:
             print(f"{p.name:<44} {'skipped':>9}")
             continue
-        rounds = ", ".join(f"{v:.1f}" for v in p.rounds_tok_s)
+        rounds = ", ".join(
+            f"{v:.1f}{skew_mark(o)}" for v, o in zip(p.rounds_tok_s, p.others_cpu, strict=True)
+        )
         print(f"{p.name:<44} {p.median:>9.1f}   [{rounds}]")
     print(f"\n{'ratio (of medians)':<44} {'value':>9} {'target':>8}   result   per round")
     for key, value in ratios.items():
@@ -590,6 +683,8 @@ def print_summary(cfg: Config, phases: dict[str, Phase], ratios: dict[str, float
         rounds = ", ".join(f"{v:.2f}" for v in per_round_ratios(*(phases[k] for k in RATIO_PHASES[key])))
         result = verdict(value, TARGETS[key])
         print(f"{label:<44} {shown:>9} {'>=' + str(TARGETS[key]):>8}   {result:<6}   [{rounds}]")
+    if any(skew_mark(o) for p in phases.values() for o in p.others_cpu):
+        print(f"* other processes used more than {BUSY_WARN:.0%} of the CPUs during that measurement")
 
 
 def write_json(cfg: Config, phases: dict[str, Phase], ratios: dict[str, float | None]) -> None:
@@ -632,6 +727,7 @@ def run_round(cfg: Config, phases: dict[str, Phase]) -> None:
     for title, step in steps:
         start = time.monotonic()
         print(f"- {title}")
+        wait_for_quiet_cpus()
         step()
         print(f"  ({time.monotonic() - start:.1f}s)")
 

@@ -7,8 +7,8 @@ text. Precedence: CLI flag > environment > config file > default.
 
 from __future__ import annotations
 
-from pathlib import Path
 import json
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
@@ -39,13 +39,18 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to bind. Loopback by default; 0.0.0.0 exposes it.")
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
     max_model_len: int | None = Field(
-        None, ge=16, description="Context length of one sequence (prompt + completion). Default: the "
-        "model's training context.")
+        None,
+        ge=16,
+        description="Context length of one sequence (prompt + completion). Default: the "
+        "model's training context.",
+    )
     max_num_seqs: int = Field(8, ge=1, le=256, description="Sequences decoded together in one batch.")
     max_num_batched_tokens: int = Field(
-        512, ge=16, le=16384, description="Most tokens in one decode step (prompt chunks + decodes).")
-    threads: int | None = Field(None, ge=1, description="CPU threads for the engine. Default: all cores "
-                                "this process may use.")
+        512, ge=16, le=16384, description="Most tokens in one decode step (prompt chunks + decodes)."
+    )
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for the engine. Default: all cores this process may use."
+    )
     flash_attn: bool = Field(False, description="Use flash attention in llama.cpp.")
     max_n: int = Field(16, ge=1, le=128, description="Largest `n` (choices per request) a client may ask.")
     log_level: LogLevel = Field("info", description="Logging level.")

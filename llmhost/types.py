@@ -38,16 +38,22 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         _check(self.max_tokens is None or self.max_tokens >= 1, "max_tokens", "must be at least 1")
-        _check(math.isfinite(self.temperature) and 0.0 <= self.temperature <= 2.0, "temperature",
-               "must be between 0 and 2")
+        _check(
+            math.isfinite(self.temperature) and 0.0 <= self.temperature <= 2.0,
+            "temperature",
+            "must be between 0 and 2",
+        )
         _check(0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]")
         _check(self.top_k >= -1, "top_k", "must be -1, 0 (off) or a positive integer")
         _check(0.0 <= self.min_p <= 1.0, "min_p", "must be in [0, 1]")
         _check(-2.0 <= self.presence_penalty <= 2.0, "presence_penalty", "must be in [-2, 2]")
         _check(-2.0 <= self.frequency_penalty <= 2.0, "frequency_penalty", "must be in [-2, 2]")
         _check(0.0 < self.repetition_penalty <= 10.0, "repetition_penalty", "must be in (0, 10]")
-        _check(self.logprobs is None or 0 <= self.logprobs <= MAX_TOP_LOGPROBS, "top_logprobs",
-               f"must be between 0 and {MAX_TOP_LOGPROBS}")
+        _check(
+            self.logprobs is None or 0 <= self.logprobs <= MAX_TOP_LOGPROBS,
+            "top_logprobs",
+            f"must be between 0 and {MAX_TOP_LOGPROBS}",
+        )
         _check(all(s for s in self.stop), "stop", "stop strings must not be empty")
         _check(len(self.stop) <= 16, "stop", "at most 16 stop strings")
 

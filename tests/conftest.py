@@ -37,14 +37,20 @@ class RunningServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(tmp_dir: Path, *args: str, env: dict[str, str] | None = None,
-                 timeout_s: float = 120.0) -> RunningServer:
+def start_server(
+    tmp_dir: Path, *args: str, env: dict[str, str] | None = None, timeout_s: float = 120.0
+) -> RunningServer:
     port = free_port()
     log_path = tmp_dir / f"server-{port}.log"
     cmd = [sys.executable, "-m", "llmhost", "serve", "--port", str(port), *args]
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
-                                   env={**os.environ, **(env or {})}, start_new_session=True)
+        process = subprocess.Popen(
+            cmd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
     server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -78,8 +84,15 @@ def model_path() -> Path:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One real llmhost server for the end-to-end tier."""
-    srv = start_server(tmp_path_factory.mktemp("server"), "--max-model-len", str(TEST_MAX_MODEL_LEN),
-                       "--max-num-seqs", "8", "--served-model-name", "smol,smol-alias")
+    srv = start_server(
+        tmp_path_factory.mktemp("server"),
+        "--max-model-len",
+        str(TEST_MAX_MODEL_LEN),
+        "--max-num-seqs",
+        "8",
+        "--served-model-name",
+        "smol,smol-alias",
+    )
     yield srv
     stop_server(srv)
 

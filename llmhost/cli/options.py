@@ -6,7 +6,7 @@ import inspect
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, Optional  # noqa: UP035 - typer reads Optional[...] annotations
+from typing import Any
 
 import typer
 from pydantic.fields import FieldInfo
@@ -40,16 +40,20 @@ def _option(name: str, field: FieldInfo) -> inspect.Parameter:
     else:
         decls = [_flag(name)]
     default = typer.Option(None, *decls, help=help_text, show_default=False)
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                             annotation=Optional[cli_type])  # noqa: UP045
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=cli_type | None
+    )
 
 
 def with_settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Give `func(config, settings_overrides...)` one CLI option per Settings field."""
     params = [
-        inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY,
-                          default=typer.Option(None, "--config", help="YAML file with settings keys."),
-                          annotation=Optional[str]),  # noqa: UP045
+        inspect.Parameter(
+            "config",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(None, "--config", help="YAML file with settings keys."),
+            annotation=str | None,
+        ),
     ]
     params += [_option(name, field) for name, field in Settings.model_fields.items()]
     func.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

@@ -38,11 +38,17 @@ def _raise_exception(message: str) -> None:
     raise TemplateError(f"the chat template refused the conversation: {message}", param="messages")
 
 
-def _tojson(value: Any, indent: int | None = None, separators: Any = None, sort_keys: bool = False,
-            ensure_ascii: bool = False) -> str:
+def _tojson(
+    value: Any,
+    indent: int | None = None,
+    separators: Any = None,
+    sort_keys: bool = False,
+    ensure_ascii: bool = False,
+) -> str:
     # transformers overrides Jinja's tojson: no HTML escaping, unicode kept.
-    return json.dumps(value, indent=indent, separators=separators, sort_keys=sort_keys,
-                      ensure_ascii=ensure_ascii)
+    return json.dumps(
+        value, indent=indent, separators=separators, sort_keys=sort_keys, ensure_ascii=ensure_ascii
+    )
 
 
 def _strftime_now(fmt: str) -> str:
@@ -92,8 +98,9 @@ class ChatTemplate:
         except jinja2.exceptions.SecurityError as exc:
             raise TemplateError(f"the chat template tried an unsafe operation: {exc}") from exc
         except (jinja2.TemplateError, TypeError, KeyError, ValueError, AttributeError) as exc:
-            raise TemplateError(f"the chat template could not render these messages: {exc}",
-                                param="messages") from exc
+            raise TemplateError(
+                f"the chat template could not render these messages: {exc}", param="messages"
+            ) from exc
 
     @classmethod
     def from_model_folder(cls, folder: str | Path) -> ChatTemplate | None:
@@ -115,8 +122,11 @@ class ChatTemplate:
             source = raw if isinstance(raw, str) else None
         if source is None:
             return None
-        return cls(source, bos_token=_token_str(config.get("bos_token")),
-                   eos_token=_token_str(config.get("eos_token")))
+        return cls(
+            source,
+            bos_token=_token_str(config.get("bos_token")),
+            eos_token=_token_str(config.get("eos_token")),
+        )
 
     @classmethod
     def for_engine(cls, source: str | None, *, bos_token: str, eos_token: str) -> ChatTemplate:

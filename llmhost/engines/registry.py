@@ -15,8 +15,10 @@ def _llamacpp(settings: Settings, source: ModelSource, name: str) -> Engine:
     from llmhost.engines.llamacpp.engine import LlamaCppEngine
 
     if source.format != "gguf":
-        raise ModelLoadError(f"the llama.cpp engine reads GGUF files; {source.path} is a '{source.format}' "
-                             "model folder (the transformers engine is not available yet)")
+        raise ModelLoadError(
+            f"the llama.cpp engine reads GGUF files; {source.path} is a '{source.format}' "
+            "model folder (the transformers engine is not available yet)"
+        )
     return LlamaCppEngine(
         str(source.path),
         model_name=name,

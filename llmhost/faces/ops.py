@@ -29,10 +29,19 @@ async def health(state: StateDep) -> Any:
     """Seed-000 shape: 200 `{"status":"healthy","model_loaded":true}`, 503 while not loaded."""
     if state.is_loaded:
         info = state.engine.info()
-        return {"status": "healthy", "model_loaded": True, "model": state.served_names[0],
-                "engine": info.engine, "device": info.device}
-    body = {"status": "loading" if state.load_error is None else "failed", "model_loaded": False,
-            "model": state.served_names[0], "error": state.load_error}
+        return {
+            "status": "healthy",
+            "model_loaded": True,
+            "model": state.served_names[0],
+            "engine": info.engine,
+            "device": info.device,
+        }
+    body = {
+        "status": "loading" if state.load_error is None else "failed",
+        "model_loaded": False,
+        "model": state.served_names[0],
+        "error": state.load_error,
+    }
     return JSONResponse(body, status_code=503)
 
 
@@ -49,9 +58,16 @@ class EngineCollector(Collector):
         for metric, help_text, value in (
             ("vllm:num_requests_running", "Sequences in the running batch.", stats.num_running),
             ("vllm:num_requests_waiting", "Sequences waiting for a slot.", stats.num_waiting),
-            ("vllm:kv_cache_usage_perc", "Fraction of KV-cache slots in use (1 = full).", stats.kv_cache_usage),
-            ("llmhost:last_step_num_seqs", "Sequences decoded in the most recent step.",
-             stats.last_step_num_seqs),
+            (
+                "vllm:kv_cache_usage_perc",
+                "Fraction of KV-cache slots in use (1 = full).",
+                stats.kv_cache_usage,
+            ),
+            (
+                "llmhost:last_step_num_seqs",
+                "Sequences decoded in the most recent step.",
+                stats.last_step_num_seqs,
+            ),
         ):
             gauge = GaugeMetricFamily(metric, help_text, labels=labels)
             gauge.add_metric(name, value)

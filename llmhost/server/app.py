@@ -29,8 +29,9 @@ def create_app(
 ) -> FastAPI:
     """Build the app. The engine loads in the background once the server runs, so `/health` can
     answer 503 while it loads instead of the port staying closed."""
-    state = ServerState(settings=settings, engine=engine, served_names=served_names,
-                        on_load_failure=on_load_failure)
+    state = ServerState(
+        settings=settings, engine=engine, served_names=served_names, on_load_failure=on_load_failure
+    )
     state.metrics_registry = ops.metrics_registry(state)
 
     @contextlib.asynccontextmanager

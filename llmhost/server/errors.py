@@ -37,9 +37,17 @@ ERROR_TABLE: list[tuple[type[LlmhostError], int, str]] = [
     (EngineError, 500, "internal_server_error"),
 ]
 
-_HTTP_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
-               415: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error"}
+_HTTP_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | int | None = None) -> dict:
@@ -85,14 +93,18 @@ def install_error_handlers(app: FastAPI) -> None:
         param = _validation_param(tuple(first.get("loc", ())))
         if first.get("type") == "json_invalid":
             param = None
-        return JSONResponse(error_body(_validation_message(first), "invalid_request_error", param),
-                            status_code=400)
+        return JSONResponse(
+            error_body(_validation_message(first), "invalid_request_error", param), status_code=400
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return JSONResponse(error_body(message, _HTTP_TYPES.get(exc.status_code, "error")),
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            error_body(message, _HTTP_TYPES.get(exc.status_code, "error")),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -37,7 +37,9 @@ class ServerState:
                 info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token
             )
             self.is_loaded = True
-            log.info("model '%s' ready (engine %s, device %s)", self.served_names[0], info.engine, info.device)
+            log.info(
+                "model '%s' ready (engine %s, device %s)", self.served_names[0], info.engine, info.device
+            )
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("loading the model failed: %s", self.load_error)

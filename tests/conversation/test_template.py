@@ -8,7 +8,8 @@ from llmhost.errors import TemplateError
 # SmolLM2-Instruct's template, as shipped in its GGUF metadata.
 SMOLLM2 = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}"
+    "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, "
+    "trained by Hugging Face<|im_end|>\\n' }}"
     "{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
@@ -17,13 +18,17 @@ SMOLLM2 = (
 def test_smollm2_renders_default_system_and_generation_prompt():
     t = ChatTemplate(SMOLLM2)
     out = t.render([{"role": "user", "content": "Hi"}])
-    assert out == ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
-                   "<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+    assert out == (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+        "<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_template_kwargs_reach_the_template():
-    t = ChatTemplate("{% if enable_thinking is defined and not enable_thinking %}NOTHINK{% endif %}"
-                     "{{ messages[0]['content'] }}")
+    t = ChatTemplate(
+        "{% if enable_thinking is defined and not enable_thinking %}NOTHINK{% endif %}"
+        "{{ messages[0]['content'] }}"
+    )
     assert t.render([{"role": "user", "content": "x"}], enable_thinking=False) == "NOTHINKx"
     assert t.render([{"role": "user", "content": "x"}]) == "x"
 
@@ -47,11 +52,18 @@ def test_tojson_keeps_unicode_like_transformers():
 
 
 def test_reads_hf_folder_template_list_form(tmp_path):
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
-        "chat_template": [{"name": "default", "template": CHATML_TEMPLATE}, {"name": "tool_use", "template": "T"}],
-        "eos_token": {"content": "<|im_end|>"},
-        "bos_token": None,
-    }))
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "chat_template": [
+                    {"name": "default", "template": CHATML_TEMPLATE},
+                    {"name": "tool_use", "template": "T"},
+                ],
+                "eos_token": {"content": "<|im_end|>"},
+                "bos_token": None,
+            }
+        )
+    )
     t = ChatTemplate.from_model_folder(tmp_path)
     assert t is not None and t.eos_token == "<|im_end|>" and t.bos_token == ""
     assert t.render([{"role": "user", "content": "a"}]).endswith("<|im_start|>assistant\n")

@@ -18,7 +18,12 @@ CASES = [
     # (name, raw body or json, expected status, expected param or None)
     ("malformed json", b'{"model": "smol", "messages": [', 400, None),
     ("not an object", b"[1, 2, 3]", 400, None),
-    ("non-utf8 bytes", b'{"model": "smol", "messages": [{"role": "user", "content": "\xff\xfe"}]}', 400, None),
+    (
+        "non-utf8 bytes",
+        b'{"model": "smol", "messages": [{"role": "user", "content": "\xff\xfe"}]}',
+        400,
+        None,
+    ),
     ("wrong type max_tokens", with_(max_tokens="ten"), 400, "max_tokens"),
     ("negative max_tokens", with_(max_tokens=-5), 400, "max_tokens"),
     ("zero max_tokens", with_(max_tokens=0), 400, "max_tokens"),
@@ -57,12 +62,15 @@ def test_bad_chat_request(server, name, body, status, param):
         assert ok.status_code == 200, ok.text
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"model": "smol", "prompt": [], "max_tokens": 2}, "prompt"),
-    ({"model": "smol", "prompt": "hi", "max_tokens": -1}, "max_tokens"),
-    ({"model": "smol", "prompt": [[1, 2], "mixed"], "max_tokens": 2}, "prompt"),
-    ({"model": "smol", "prompt": [999999999], "max_tokens": 2}, "prompt"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "smol", "prompt": [], "max_tokens": 2}, "prompt"),
+        ({"model": "smol", "prompt": "hi", "max_tokens": -1}, "max_tokens"),
+        ({"model": "smol", "prompt": [[1, 2], "mixed"], "max_tokens": 2}, "prompt"),
+        ({"model": "smol", "prompt": [999999999], "max_tokens": 2}, "prompt"),
+    ],
+)
 def test_bad_completion_request(server, body, param):
     r = httpx.post(f"{server.url}/v1/completions", json=body, timeout=30)
     assert r.status_code == 400, r.text

@@ -52,7 +52,9 @@ def test_alias_is_accepted_and_unknown_model_is_404(client):
 def test_chat_stream_matches_non_stream_and_reports_usage(client):
     kwargs = dict(model="smol", messages=QUESTION, max_tokens=24, temperature=0)
     full = client.chat.completions.create(**kwargs)
-    chunks = list(client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == full.choices[0].message.content
@@ -64,16 +66,20 @@ def test_chat_stream_matches_non_stream_and_reports_usage(client):
 
 
 def test_n_choices(client):
-    r = client.chat.completions.create(model="smol", messages=QUESTION, max_tokens=12, n=2,
-                                       temperature=1.0, seed=7)
+    r = client.chat.completions.create(
+        model="smol", messages=QUESTION, max_tokens=12, n=2, temperature=1.0, seed=7
+    )
     assert [c.index for c in r.choices] == [0, 1]
     assert all(c.message.content for c in r.choices)
     assert 2 <= r.usage.completion_tokens <= 24  # both choices counted
 
 
 def test_n_choices_stream_each_gets_its_finish(client):
-    chunks = list(client.chat.completions.create(model="smol", messages=QUESTION, max_tokens=8, n=3,
-                                                 stream=True, temperature=1.0))
+    chunks = list(
+        client.chat.completions.create(
+            model="smol", messages=QUESTION, max_tokens=8, n=3, stream=True, temperature=1.0
+        )
+    )
     finished = {c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason}
     assert finished == {0, 1, 2}
 
@@ -82,36 +88,52 @@ def test_stop_string(client):
     prompt = "1, 2, 3, 4, 5,"
     free = client.completions.create(model="smol", prompt=prompt, max_tokens=20, temperature=0)
     assert " 8" in free.choices[0].text
-    stopped = client.completions.create(model="smol", prompt=prompt, max_tokens=20, temperature=0, stop=[" 8"])
+    stopped = client.completions.create(
+        model="smol", prompt=prompt, max_tokens=20, temperature=0, stop=[" 8"]
+    )
     assert stopped.choices[0].finish_reason == "stop"
     assert stopped.choices[0].text == free.choices[0].text.split(" 8")[0]
-    chat = client.chat.completions.create(model="smol", messages=QUESTION, max_tokens=30, temperature=0,
-                                          stop="Paris")
+    chat = client.chat.completions.create(
+        model="smol", messages=QUESTION, max_tokens=30, temperature=0, stop="Paris"
+    )
     assert "Paris" not in chat.choices[0].message.content
 
 
 def test_max_tokens_gives_length_with_exact_usage(client):
     for field in ("max_tokens", "max_completion_tokens"):
-        r = client.chat.completions.create(model="smol", messages=[{"role": "user", "content": "Tell a story."}],
-                                           temperature=0, extra_body={"ignore_eos": True}, **{field: 9})
+        r = client.chat.completions.create(
+            model="smol",
+            messages=[{"role": "user", "content": "Tell a story."}],
+            temperature=0,
+            extra_body={"ignore_eos": True},
+            **{field: 9},
+        )
         assert r.choices[0].finish_reason == "length"
         assert r.usage.completion_tokens == 9
 
 
 def test_same_seed_same_text(client):
-    kwargs = dict(model="smol", messages=[{"role": "user", "content": "Write a poem about the sea."}],
-                  max_tokens=40, temperature=0.8, seed=4242)
+    kwargs = dict(
+        model="smol",
+        messages=[{"role": "user", "content": "Write a poem about the sea."}],
+        max_tokens=40,
+        temperature=0.8,
+        seed=4242,
+    )
     first = client.chat.completions.create(**kwargs).choices[0].message.content
     second = client.chat.completions.create(**kwargs).choices[0].message.content
     assert first == second
-    others = {client.chat.completions.create(**{**kwargs, "seed": s}).choices[0].message.content for s in (1, 2)}
+    others = {
+        client.chat.completions.create(**{**kwargs, "seed": s}).choices[0].message.content for s in (1, 2)
+    }
     assert others != {first}
 
 
 def test_context_overflow_is_400(client):
     with pytest.raises(openai.BadRequestError) as err:
-        client.chat.completions.create(model="smol", messages=[{"role": "user", "content": "word " * 3000}],
-                                       max_tokens=10)
+        client.chat.completions.create(
+            model="smol", messages=[{"role": "user", "content": "word " * 3000}], max_tokens=10
+        )
     assert err.value.body["code"] == "context_length_exceeded"
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="smol", messages=QUESTION, max_tokens=5000)
@@ -120,20 +142,23 @@ def test_context_overflow_is_400(client):
 
 
 def test_logprobs_chat_and_completions(client):
-    r = client.chat.completions.create(model="smol", messages=QUESTION, max_tokens=4, temperature=0,
-                                       logprobs=True, top_logprobs=3)
+    r = client.chat.completions.create(
+        model="smol", messages=QUESTION, max_tokens=4, temperature=0, logprobs=True, top_logprobs=3
+    )
     content = r.choices[0].logprobs.content
     assert len(content) == r.usage.completion_tokens
     assert all(len(t.top_logprobs) == 3 and t.logprob <= 0 for t in content)
-    c = client.completions.create(model="smol", prompt="The capital of France is", max_tokens=3,
-                                  temperature=0, logprobs=2)
+    c = client.completions.create(
+        model="smol", prompt="The capital of France is", max_tokens=3, temperature=0, logprobs=2
+    )
     assert len(c.choices[0].logprobs.tokens) == 3
     assert all(len(t) == 2 for t in c.choices[0].logprobs.top_logprobs)
 
 
 def test_completions_batch_of_prompts_and_echo(client):
-    r = client.completions.create(model="smol", prompt=["Hello", "The sky is"], max_tokens=3, n=2,
-                                  temperature=0, echo=True)
+    r = client.completions.create(
+        model="smol", prompt=["Hello", "The sky is"], max_tokens=3, n=2, temperature=0, echo=True
+    )
     assert [c.index for c in r.choices] == [0, 1, 2, 3]
     assert r.choices[0].text.startswith("Hello") and r.choices[2].text.startswith("The sky is")
 
@@ -141,13 +166,21 @@ def test_completions_batch_of_prompts_and_echo(client):
 async def test_eight_concurrent_streams_each_answer_their_own_prompt(aclient):
     """Crosstalk check over HTTP: 8 streams sharing batches must each produce exactly the greedy text of
     their own prompt when run alone (each prompt's solo answer is distinct)."""
-    prompts = [f"Write the number {n} in words, then count to ten:" for n in
-               ("seven", "twelve", "forty", "ninety", "three", "sixty", "eleven", "a hundred")]
+    prompts = [
+        f"Write the number {n} in words, then count to ten:"
+        for n in ("seven", "twelve", "forty", "ninety", "three", "sixty", "eleven", "a hundred")
+    ]
 
     async def stream(prompt: str) -> str:
         out = []
-        s = await aclient.completions.create(model="smol", prompt=prompt, max_tokens=24, temperature=0,
-                                             stream=True, extra_body={"ignore_eos": True})
+        s = await aclient.completions.create(
+            model="smol",
+            prompt=prompt,
+            max_tokens=24,
+            temperature=0,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
         async for chunk in s:
             out.append(chunk.choices[0].text if chunk.choices else "")
         return "".join(out)
@@ -160,13 +193,20 @@ async def test_eight_concurrent_streams_each_answer_their_own_prompt(aclient):
 
 async def test_disconnect_mid_stream_frees_the_sequence(server):
     """A client that goes away must free its slot: the next decode step runs one sequence fewer."""
-    body = {"model": "smol", "prompt": "Once upon a time", "max_tokens": 900, "temperature": 0,
-            "stream": True, "ignore_eos": True}
+    body = {
+        "model": "smol",
+        "prompt": "Once upon a time",
+        "max_tokens": 900,
+        "temperature": 0,
+        "stream": True,
+        "ignore_eos": True,
+    }
 
     def metric(text: str, name: str) -> float:
         return float(re.search(rf"^{re.escape(name)}\{{[^}}]*\}} (\S+)$", text, re.M).group(1))
 
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+
         async def keep_reading() -> int:
             n = 0
             async with http.stream("POST", "/v1/completions", json=body) as r:
@@ -185,7 +225,10 @@ async def test_disconnect_mid_stream_frees_the_sequence(server):
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             text = (await http.get("/metrics")).text
-            if metric(text, "vllm:num_requests_running") == 1 and metric(text, "llmhost:last_step_num_seqs") == 1:
+            if (
+                metric(text, "vllm:num_requests_running") == 1
+                and metric(text, "llmhost:last_step_num_seqs") == 1
+            ):
                 break
             await asyncio.sleep(0.05)
         assert metric(text, "vllm:num_requests_running") == 1

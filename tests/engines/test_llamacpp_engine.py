@@ -52,8 +52,9 @@ async def test_batch_really_shares_decode_steps(engine):
 
 
 async def test_max_tokens_gives_length_and_exact_usage(engine):
-    text, tokens, last = await run(engine, "Count: one, two,", SamplingParams(max_tokens=7, temperature=0.0,
-                                                                              ignore_eos=True))
+    text, tokens, last = await run(
+        engine, "Count: one, two,", SamplingParams(max_tokens=7, temperature=0.0, ignore_eos=True)
+    )
     assert last.finish_reason == FinishReason.LENGTH
     assert len(tokens) == 7
     assert last.usage.completion_tokens == 7
@@ -63,8 +64,9 @@ async def test_max_tokens_gives_length_and_exact_usage(engine):
 async def test_stop_string_cuts_text_and_finishes(engine):
     base, _, _ = await run(engine, "1, 2, 3, 4, 5,", SamplingParams(max_tokens=20, temperature=0.0))
     assert " 8" in base  # the model counts on
-    text, _, last = await run(engine, "1, 2, 3, 4, 5,", SamplingParams(max_tokens=20, temperature=0.0,
-                                                                       stop=(" 8",)))
+    text, _, last = await run(
+        engine, "1, 2, 3, 4, 5,", SamplingParams(max_tokens=20, temperature=0.0, stop=(" 8",))
+    )
     assert last.finish_reason == FinishReason.STOP
     assert last.stop_reason == " 8"
     assert text == base[: base.index(" 8")]

@@ -35,7 +35,7 @@ def test_include_stop_and_earliest_stop_wins():
 def test_utf8_split_across_tokens():
     data = "héllo 世界".encode()
     m = StopStringMatcher(())
-    out = feed(m, [data[i:i + 1] for i in range(len(data))]) + m.flush()
+    out = feed(m, [data[i : i + 1] for i in range(len(data))]) + m.flush()
     assert out == "héllo 世界"
 
 

@@ -66,8 +66,11 @@ class LlamaCppEngine:
         model = LlamaModel(self._model_path)
         max_len = self._requested_max_model_len or model.n_ctx_train
         if max_len > model.n_ctx_train:
-            log.warning("max_model_len %d is above the model's training context %d; quality may suffer",
-                        max_len, model.n_ctx_train)
+            log.warning(
+                "max_model_len %d is above the model's training context %d; quality may suffer",
+                max_len,
+                model.n_ctx_train,
+            )
         config = ContextConfig(
             n_seq=self._max_num_seqs,
             n_ctx_per_seq=max_len,
@@ -92,9 +95,14 @@ class LlamaCppEngine:
             eos_token=model.token_text(eos_id),
             eog_token_ids=model.eog_token_ids,
         )
-        log.info("loaded %s (%s) on cpu: max_model_len=%d, max_num_seqs=%d, threads=%d",
-                 self._model_path, model.description(), self._info.max_model_len,
-                 self._max_num_seqs, self._threads)
+        log.info(
+            "loaded %s (%s) on cpu: max_model_len=%d, max_num_seqs=%d, threads=%d",
+            self._model_path,
+            model.description(),
+            self._info.max_model_len,
+            self._max_num_seqs,
+            self._threads,
+        )
 
     async def close(self) -> None:
         if self._scheduler is not None:

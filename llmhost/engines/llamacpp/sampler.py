@@ -27,8 +27,11 @@ class SequenceSampler:
                 C.llama_sampler_accept(rep, t)
             add(rep)
         if params.presence_penalty or params.frequency_penalty:
-            add(C.llama_sampler_init_penalties(
-                n_vocab, window, 1.0, params.frequency_penalty, params.presence_penalty))
+            add(
+                C.llama_sampler_init_penalties(
+                    n_vocab, window, 1.0, params.frequency_penalty, params.presence_penalty
+                )
+            )
         if params.is_greedy:
             add(C.llama_sampler_init_greedy())
         else:

@@ -198,9 +198,7 @@ class Scheduler:
             if seq.is_aborted:
                 continue
             seq.slot = self._free_slots.pop()
-            seq.sampler = SequenceSampler(
-                self._model, seq.params, seq.prompt, window=self._ctx.n_ctx_per_seq
-            )
+            seq.sampler = SequenceSampler(self._model, seq.params, seq.prompt, window=self._ctx.n_ctx_per_seq)
             self._running.append(seq)
 
     def _drop_aborted(self) -> None:

@@ -81,15 +81,28 @@ async def _stream_chunks(
     include_usage: bool,
 ) -> AsyncIterator[str]:
     def chunk(choices: list[dict[str, Any]], totals: dict[str, int] | None = None) -> str:
-        body: dict[str, Any] = {"id": request_id, "object": "chat.completion.chunk", "created": created,
-                                "model": model_name, "choices": choices}
+        body: dict[str, Any] = {
+            "id": request_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model_name,
+            "choices": choices,
+        }
         if totals is not None:
             body["usage"] = totals
         return json.dumps(body, ensure_ascii=False)
 
     for i in range(len(streams)):  # the first delta of each choice carries the role
-        yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                      "finish_reason": None}])
+        yield chunk(
+            [
+                {
+                    "index": i,
+                    "delta": {"role": "assistant", "content": ""},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ]
+        )
     num_completion = 0
     async for index, delta in merge_streams(streams):
         num_completion += len(delta.token_ids)

@@ -30,11 +30,24 @@ async def list_models(state: StateDep) -> dict[str, Any]:
     return {
         "object": "list",
         "data": [
-            {"id": name, "object": "model", "created": created, "owned_by": "llmhost", "max_model_len": max_len}
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "llmhost",
+                "max_model_len": max_len,
+            }
             for name in state.served_names[:1]
-        ] + [
-            {"id": alias, "object": "model", "created": created, "owned_by": "llmhost",
-             "max_model_len": max_len, "root": state.served_names[0]}
+        ]
+        + [
+            {
+                "id": alias,
+                "object": "model",
+                "created": created,
+                "owned_by": "llmhost",
+                "max_model_len": max_len,
+                "root": state.served_names[0],
+            }
             for alias in state.served_names[1:]
         ],
     }
@@ -51,9 +64,7 @@ async def completions(body: CompletionRequest, state: StateDep) -> Any:
     if body.n > state.settings.max_n:
         raise InvalidRequest(f"'n' must be at most {state.settings.max_n}", param="n")
     engine = state.engine
-    prompt_tokens = [
-        p if isinstance(p, list) else engine.tokenize(p, add_special=True) for p in prompts
-    ]
+    prompt_tokens = [p if isinstance(p, list) else engine.tokenize(p, add_special=True) for p in prompts]
     echoes = [engine.detokenize(p) if isinstance(p, list) else p for p in prompts] if body.echo else None
     streams = [
         engine.generate(tokens, body.sampling(max_tokens=body.max_tokens, logprobs=body.logprobs, choice=j))
@@ -72,13 +83,15 @@ async def completions(body: CompletionRequest, state: StateDep) -> Any:
     choices = []
     for index, r in enumerate(results):
         prefix = echoes[index // body.n] if echoes else ""
-        choices.append({
-            "index": index,
-            "text": prefix + r.text,
-            "logprobs": completion_logprobs(r.logprobs, len(prefix)),
-            "finish_reason": finish_reason(r.finish_reason),
-            "stop_reason": r.stop_reason,
-        })
+        choices.append(
+            {
+                "index": index,
+                "text": prefix + r.text,
+                "logprobs": completion_logprobs(r.logprobs, len(prefix)),
+                "finish_reason": finish_reason(r.finish_reason),
+                "stop_reason": r.stop_reason,
+            }
+        )
     return {
         "id": request_id,
         "object": "text_completion",
@@ -99,26 +112,36 @@ async def _stream_chunks(
     echoes: list[str] | None,
 ) -> AsyncIterator[str]:
     def chunk(choices: list[dict[str, Any]], totals: dict[str, int] | None = None) -> str:
-        out: dict[str, Any] = {"id": request_id, "object": "text_completion", "created": created,
-                               "model": model_name, "choices": choices}
+        out: dict[str, Any] = {
+            "id": request_id,
+            "object": "text_completion",
+            "created": created,
+            "model": model_name,
+            "choices": choices,
+        }
         if totals is not None:
             out["usage"] = totals
         return json.dumps(out, ensure_ascii=False)
 
     if echoes:
         for index in range(len(streams)):
-            yield chunk([{"index": index, "text": echoes[index // body.n], "logprobs": None,
-                          "finish_reason": None}])
+            yield chunk(
+                [{"index": index, "text": echoes[index // body.n], "logprobs": None, "finish_reason": None}]
+            )
     num_completion = 0
     async for index, delta in merge_streams(streams):
         num_completion += len(delta.token_ids)
         if not delta.text and delta.finish_reason is None and delta.logprobs is None:
             continue
-        yield chunk([{
-            "index": index,
-            "text": delta.text,
-            "logprobs": completion_logprobs(delta.logprobs),
-            "finish_reason": finish_reason(delta.finish_reason),
-        }])
+        yield chunk(
+            [
+                {
+                    "index": index,
+                    "text": delta.text,
+                    "logprobs": completion_logprobs(delta.logprobs),
+                    "finish_reason": finish_reason(delta.finish_reason),
+                }
+            ]
+        )
     if body.include_usage:
         yield chunk([], usage(num_prompt, num_completion))

@@ -10,5 +10,8 @@ def finish_reason(reason: Any) -> str | None:
 
 
 def usage(num_prompt: int, num_completion: int) -> dict[str, int]:
-    return {"prompt_tokens": num_prompt, "completion_tokens": num_completion,
-            "total_tokens": num_prompt + num_completion}
+    return {
+        "prompt_tokens": num_prompt,
+        "completion_tokens": num_completion,
+        "total_tokens": num_prompt + num_completion,
+    }

@@ -42,5 +42,9 @@ def completion_logprobs(items: list[TokenLogprob] | None, text_offset: int = 0) 
         top_logprobs.append({_token_str(t.token_bytes): t.logprob for t in lp.top} if lp.top else None)
         offsets.append(offset)
         offset += len(token)
-    return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs,
-            "text_offset": offsets}
+    return {
+        "tokens": tokens,
+        "token_logprobs": token_logprobs,
+        "top_logprobs": top_logprobs,
+        "text_offset": offsets,
+    }

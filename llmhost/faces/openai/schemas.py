@@ -125,8 +125,9 @@ class ChatCompletionRequest(_SamplingFields):
 
     def check_supported(self) -> None:
         if self.response_format is not None and self.response_format.type != "text":
-            raise InvalidRequest(f"response_format '{self.response_format.type}' is not supported yet",
-                                 param="response_format")
+            raise InvalidRequest(
+                f"response_format '{self.response_format.type}' is not supported yet", param="response_format"
+            )
         if self.tools and self.tool_choice != "none":
             raise InvalidRequest("tool calling is not supported yet", param="tools")
         if self.top_logprobs and not self.logprobs:
