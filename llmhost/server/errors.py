@@ -8,6 +8,7 @@ fail validation, unreadable JSON and stray HTTP errors end up in the same shape:
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -64,8 +65,19 @@ def describe(exc: BaseException) -> tuple[int, dict[str, Any]]:
     return 500, error_body("internal error", "internal_server_error")
 
 
+# pydantic adds union-branch tags to error locations ("str", "list[TextPart]", "function-after[...]");
+# they name types, not fields, so the reported `param` stops before the first one.
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|none|.*[\[\]-].*|[A-Z]\w*)$")
+
+
 def _validation_param(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p != "body"]
+    parts: list[str] = []
+    for p in loc:
+        if p == "body" and not parts:
+            continue
+        if isinstance(p, str) and _TYPE_TAG.match(p):
+            break
+        parts.append(str(p))
     return ".".join(parts) if parts else None
 
 
