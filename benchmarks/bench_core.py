@@ -104,6 +104,7 @@ class Config:
     clients: int
     eos_logit_bias: bool
     json_path: str | None
+    flash_attn: bool = True  # applied to every contender alike
 
     def prompts(self) -> list[str]:
         return [PROMPTS[i % len(PROMPTS)] for i in range(self.clients)]
@@ -142,13 +143,21 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help=f"also send llama_cpp.server a logit_bias of -100 on tokens {EOG_TOKEN_IDS} (SmolLM2's EOS)",
     )
     p.add_argument("--json", dest="json_path", default=None, help="write all numbers to this file")
+    p.add_argument(
+        "--flash-attn",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="flash attention for every contender alike (default on: llmhost's default)",
+    )
     a = p.parse_args(argv)
     if min(a.threads, a.rounds, a.new_tokens, a.clients) < 1:
         p.error("--threads, --rounds, --new-tokens and --clients must be at least 1")
     model = a.model or default_model_path()
     if not os.path.isfile(model):
         sys.exit(f"model file not found: {model}")
-    return Config(model, a.threads, a.rounds, a.new_tokens, a.clients, a.eos_logit_bias, a.json_path)
+    return Config(
+        model, a.threads, a.rounds, a.new_tokens, a.clients, a.eos_logit_bias, a.json_path, a.flash_attn
+    )
 
 
 def warn_short(phase: Phase, counts: list[int], want: int) -> None:
@@ -263,7 +272,9 @@ def loaded_model(path: str) -> Iterator[ctypes.c_void_p]:
 
 
 @contextmanager
-def batched_context(model: ctypes.c_void_p, n_seq: int, threads: int) -> Iterator[ctypes.c_void_p]:
+def batched_context(
+    model: ctypes.c_void_p, n_seq: int, threads: int, flash_attn: bool
+) -> Iterator[ctypes.c_void_p]:
     C = _llama()
     params = C.llama_context_default_params()
     params.n_ctx = N_CTX * n_seq
@@ -273,7 +284,9 @@ def batched_context(model: ctypes.c_void_p, n_seq: int, threads: int) -> Iterato
     params.kv_unified = False
     params.n_threads = threads
     params.n_threads_batch = threads
-    params.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_DISABLED  # llmhost's and llama-cpp-python's default
+    params.flash_attn_type = (
+        C.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else C.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    )
     params.no_perf = True
     ctx = C.llama_init_from_model(model, params)
     if not ctx:
@@ -358,7 +371,7 @@ def bench_raw_batched(cfg: Config, phase: Phase) -> None:
     C = _llama()
     with (
         loaded_model(cfg.model) as model,
-        batched_context(model, cfg.clients, cfg.threads) as ctx,
+        batched_context(model, cfg.clients, cfg.threads, cfg.flash_attn) as ctx,
         greedy_sampler() as sampler,
     ):
         prompts = [tokenize(model, p) for p in cfg.prompts()]
@@ -391,7 +404,7 @@ def bench_raw_single(cfg: Config, phase: Phase) -> None:
         n_ctx=N_CTX,
         n_threads=cfg.threads,
         n_threads_batch=cfg.threads,
-        flash_attn=False,
+        flash_attn=cfg.flash_attn,
         verbose=False,
     )
     try:
@@ -430,6 +443,7 @@ def llmhost_command(cfg: Config, port: int) -> list[str]:
         str(cfg.clients),
         "--threads",
         str(cfg.threads),
+        "--flash-attn" if cfg.flash_attn else "--no-flash-attn",
         "--log-level",
         "warning",
     ]
@@ -454,6 +468,8 @@ def llama_cpp_server_command(cfg: Config, port: int) -> list[str]:
         str(port),
         "--interrupt_requests",
         "False",
+        "--flash_attn",
+        str(cfg.flash_attn),
         "--verbose",
         "False",
     ]

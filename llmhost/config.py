@@ -51,7 +51,9 @@ class Settings(BaseSettings):
     threads: int | None = Field(
         None, ge=1, description="CPU threads for the engine. Default: all cores this process may use."
     )
-    flash_attn: bool = Field(False, description="Use flash attention in llama.cpp.")
+    flash_attn: bool = Field(
+        True, description="Flash attention in llama.cpp (on by default, as in llama-server; ~10% faster "
+        "decode on CPU here).")
     max_n: int = Field(16, ge=1, le=128, description="Largest `n` (choices per request) a client may ask.")
     log_level: LogLevel = Field("info", description="Logging level.")
 

@@ -192,6 +192,9 @@ class Batch:
         self.capacity = capacity
         self.raw = C.llama_batch_init(capacity, 0, 1)
         self.n_tokens = 0
+        # The arrays, looked up once: this runs for every token of every step.
+        self._token, self._pos = self.raw.token, self.raw.pos
+        self._n_seq_id, self._seq_id, self._logits = self.raw.n_seq_id, self.raw.seq_id, self.raw.logits
 
     def clear(self) -> None:
         self.n_tokens = 0
@@ -200,14 +203,13 @@ class Batch:
     def add(self, token: int, pos: int, seq_id: int, want_logits: bool) -> int:
         """Append one token; returns its index in the batch (used to read its logits)."""
         i = self.n_tokens
-        raw = self.raw
-        raw.token[i] = token
-        raw.pos[i] = pos
-        raw.n_seq_id[i] = 1
-        raw.seq_id[i][0] = seq_id
-        raw.logits[i] = want_logits
+        self._token[i] = token
+        self._pos[i] = pos
+        self._n_seq_id[i] = 1
+        self._seq_id[i][0] = seq_id
+        self._logits[i] = want_logits
         self.n_tokens = i + 1
-        raw.n_tokens = self.n_tokens
+        self.raw.n_tokens = self.n_tokens
         return i
 
     @property

@@ -36,7 +36,7 @@ class LlamaCppEngine:
         max_num_seqs: int = 8,
         threads: int | None = None,
         batch_tokens: int = 512,
-        flash_attn: bool = False,
+        flash_attn: bool = True,
     ) -> None:
         self._model_path = model_path
         self._model_name = model_name
