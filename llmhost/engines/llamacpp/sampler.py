@@ -16,6 +16,14 @@ from .backend import LlamaContext, LlamaModel
 
 class SequenceSampler:
     def __init__(self, model: LlamaModel, params: SamplingParams, prompt_tokens: list[int], window: int):
+        # Plain greedy needs no chain: a numpy argmax over the logits row is ~5x cheaper than
+        # llama_sampler_sample, which first copies the whole vocabulary into a candidates array.
+        self._is_plain_greedy = (
+            params.is_greedy
+            and params.repetition_penalty == 1.0
+            and not params.presence_penalty
+            and not params.frequency_penalty
+        )
         self._chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
         add = lambda smpl: C.llama_sampler_chain_add(self._chain, smpl)  # noqa: E731
         n_vocab = model.n_vocab
@@ -47,6 +55,8 @@ class SequenceSampler:
 
     def sample(self, ctx: LlamaContext, batch_index: int) -> int:
         """Pick the next token from the logits at `batch_index`; the chain remembers it for penalties."""
+        if self._is_plain_greedy:
+            return int(np.argmax(ctx.logits(batch_index)))
         return C.llama_sampler_sample(self._chain, ctx.ptr, batch_index)
 
     def close(self) -> None:
