@@ -52,8 +52,10 @@ class Settings(BaseSettings):
         None, ge=1, description="CPU threads for the engine. Default: all cores this process may use."
     )
     flash_attn: bool = Field(
-        True, description="Flash attention in llama.cpp (on by default, as in llama-server; ~10% faster "
-        "decode on CPU here).")
+        True,
+        description="Flash attention in llama.cpp (on by default, as in llama-server; ~10% faster "
+        "decode on CPU here).",
+    )
     max_n: int = Field(16, ge=1, le=128, description="Largest `n` (choices per request) a client may ask.")
     log_level: LogLevel = Field("info", description="Logging level.")
 

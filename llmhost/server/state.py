@@ -51,6 +51,20 @@ class ServerState:
             raise ModelNotLoaded(self.load_error or "the model is still loading; retry shortly")
         return self.template
 
+    def chat_prompt_tokens(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        template_kwargs: dict[str, Any] | None = None,
+    ) -> list[int]:
+        """Render a conversation with the model's template and tokenize it (specials parsed)."""
+        template = self.require_loaded()
+        prompt = template.render(
+            messages, add_generation_prompt=add_generation_prompt, **(template_kwargs or {})
+        )
+        return self.engine.tokenize(prompt)
+
     def resolve_model(self, requested: str | None) -> str:
         """The name to report for a request: any served alias is accepted, anything else is a 404."""
         if requested is None or requested in self.served_names:

@@ -25,17 +25,16 @@ router = APIRouter(tags=["openai"])
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, state: StateDep) -> Any:
-    template = state.require_loaded()
+    state.require_loaded()
     model_name = state.resolve_model(body.model)
     body.check_supported()
     if body.n > state.settings.max_n:
         raise InvalidRequest(f"'n' must be at most {state.settings.max_n}", param="n")
-    prompt = template.render(
+    prompt_tokens = state.chat_prompt_tokens(
         [m.to_template() for m in body.messages],
         add_generation_prompt=body.add_generation_prompt,
-        **(body.chat_template_kwargs or {}),
+        template_kwargs=body.chat_template_kwargs,
     )
-    prompt_tokens = state.engine.tokenize(prompt)
     logprobs = body.requested_logprobs
     # Validation (context length included) happens here, before any byte of the response is sent.
     streams = [
