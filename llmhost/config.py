@@ -56,7 +56,23 @@ class Settings(BaseSettings):
         description="Flash attention in llama.cpp (on by default, as in llama-server; ~10% faster "
         "decode on CPU here).",
     )
+    max_queued_requests: int | None = Field(
+        512, ge=0, description="Sequences that may wait for a slot beyond --max-num-seqs; more get 429 "
+        "with Retry-After (a /predict batch counts as its number of prompts). Default 512, as Ollama.")
+    request_timeout: float | None = Field(
+        None, gt=0, description="Seconds a request may run before it is cancelled (none by default).")
     max_n: int = Field(16, ge=1, le=128, description="Largest `n` (choices per request) a client may ask.")
+    batch_mode: bool = Field(
+        False,
+        description="Predict face: `GET /` answers {\"status\":\"batch\"}, telling an evaluation harness to "
+        "send every prompt in one `POST /predict` (seed 003's BATCH_MODE).",
+    )
+    predict_system_prompt: str | None = Field(
+        None, description="Predict face: system prompt put before each `/predict` prompt. Default: none."
+    )
+    predict_max_new_tokens: int = Field(
+        256, ge=1, description="Predict face: tokens generated per answer unless the request says otherwise."
+    )
     log_level: LogLevel = Field("info", description="Logging level.")
 
     @field_validator("served_model_name", mode="before")

@@ -41,3 +41,19 @@ class ModelLoadError(LlmhostError):
 
 class TemplateError(InvalidRequest):
     """The chat template refused the conversation (e.g. `raise_exception` in the template)."""
+
+
+class QueueFull(LlmhostError):
+    """Admission control refused the request: too much work is already queued."""
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message, code="queue_full")
+        self.retry_after_s = retry_after_s
+
+
+class RequestTimeout(LlmhostError):
+    """The request ran past the server's --request-timeout and was cancelled."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the request did not finish within the server's {timeout_s:g}s request timeout",
+                         code="request_timeout")

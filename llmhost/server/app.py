@@ -32,7 +32,6 @@ def create_app(
     state = ServerState(
         settings=settings, engine=engine, served_names=served_names, on_load_failure=on_load_failure
     )
-    state.metrics_registry = ops.metrics_registry(state)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -24,6 +24,8 @@ from llmhost.errors import (
     ModelLoadError,
     ModelNotFound,
     ModelNotLoaded,
+    QueueFull,
+    RequestTimeout,
 )
 
 log = logging.getLogger("llmhost.server")
@@ -33,6 +35,8 @@ ERROR_TABLE: list[tuple[type[LlmhostError], int, str]] = [
     (ContextLengthExceeded, 400, "invalid_request_error"),
     (InvalidRequest, 400, "invalid_request_error"),
     (ModelNotFound, 404, "not_found_error"),
+    (QueueFull, 429, "rate_limit_error"),
+    (RequestTimeout, 504, "timeout_error"),
     (ModelNotLoaded, 503, "service_unavailable"),
     (ModelLoadError, 503, "service_unavailable"),
     (EngineError, 500, "internal_server_error"),
@@ -70,6 +74,12 @@ def describe(exc: BaseException) -> tuple[int, dict[str, Any]]:
 _TYPE_TAG = re.compile(r"^(str|int|float|bool|none|.*[\[\]-].*|[A-Z]\w*)$")
 
 
+def error_headers(exc: BaseException) -> dict[str, str] | None:
+    if isinstance(exc, QueueFull):
+        return {"Retry-After": str(exc.retry_after_s)}
+    return None
+
+
 def _validation_param(loc: tuple[Any, ...]) -> str | None:
     parts: list[str] = []
     for p in loc:
@@ -96,7 +106,7 @@ def install_error_handlers(app: FastAPI) -> None:
         status, body = describe(exc)
         if status >= 500:
             log.error("%s: %s", type(exc).__name__, exc.message)
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(body, status_code=status, headers=error_headers(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

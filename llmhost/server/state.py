@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +12,9 @@ from llmhost.config import Settings
 from llmhost.conversation.template import ChatTemplate
 from llmhost.engines.base import Engine
 from llmhost.errors import ModelNotFound, ModelNotLoaded
+from llmhost.server.admission import Admission, open_streams
+from llmhost.server.metrics import ServerMetrics
+from llmhost.types import Delta, SamplingParams
 
 log = logging.getLogger("llmhost.server")
 
@@ -21,12 +24,21 @@ class ServerState:
     settings: Settings
     engine: Engine
     served_names: list[str]
+    # True when the operator passed --served-model-name; otherwise the one default name is served and
+    # any `model` value is accepted (seed 000's client sends a fixed name its server ignored).
+    has_explicit_names: bool = False
     template: ChatTemplate | None = None
     is_loaded: bool = False
     load_error: str | None = None
     started_s: float = field(default_factory=time.time)
     on_load_failure: Callable[[BaseException], None] | None = None
-    metrics_registry: Any = None  # prometheus CollectorRegistry, set by create_app
+    is_ready: bool = False  # a one-token generation succeeded since the engine last (re)started
+    admission: Admission = field(init=False)
+    metrics: ServerMetrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.admission = Admission(self.settings.max_num_seqs, self.settings.max_queued_requests)
+        self.metrics = ServerMetrics(self.served_names[0], self.engine.stats)
 
     async def load(self) -> None:
         """Start the engine and read its chat template. Failures are recorded, then reported."""
@@ -37,6 +49,7 @@ class ServerState:
                 info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token
             )
             self.is_loaded = True
+            await self._check_generation()
             log.info(
                 "model '%s' ready (engine %s, device %s)", self.served_names[0], info.engine, info.device
             )
@@ -45,6 +58,21 @@ class ServerState:
             log.error("loading the model failed: %s", self.load_error)
             if self.on_load_failure is not None:
                 self.on_load_failure(exc)
+
+    async def _check_generation(self) -> None:
+        """Readiness means "can generate", not "process is up": generate one token to prove it."""
+        tokens = self.engine.tokenize("Hello")
+        async for _ in self.engine.generate(tokens, SamplingParams(max_tokens=1, temperature=0.0)):
+            pass
+        self.is_ready = True
+
+    def open_streams(
+        self, requests: Sequence[tuple[Sequence[int], SamplingParams]]
+    ) -> list[AsyncIterator[Delta]]:
+        """Admit and start every sequence of one request (all or none); see `server/admission.py`."""
+        return open_streams(
+            self.engine, self.admission, self.metrics, requests, timeout_s=self.settings.request_timeout
+        )
 
     def require_loaded(self) -> ChatTemplate:
         if not self.is_loaded or self.template is None:
@@ -66,7 +94,8 @@ class ServerState:
         return self.engine.tokenize(prompt)
 
     def resolve_model(self, requested: str | None) -> str:
-        """The name to report for a request: any served alias is accepted, anything else is a 404."""
-        if requested is None or requested in self.served_names:
+        """The name to report for a request. Any served alias is accepted; another name is a 404 when
+        the names were configured explicitly, and accepted when only the default name is served."""
+        if requested is None or requested in self.served_names or not self.has_explicit_names:
             return self.served_names[0]
         raise ModelNotFound(requested)

@@ -37,12 +37,12 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep) -> Any:
     )
     logprobs = body.requested_logprobs
     # Validation (context length included) happens here, before any byte of the response is sent.
-    streams = [
-        state.engine.generate(
-            prompt_tokens, body.sampling(max_tokens=body.requested_max_tokens, logprobs=logprobs, choice=i)
-        )
-        for i in range(body.n)
-    ]
+    streams = state.open_streams(
+        [
+            (prompt_tokens, body.sampling(max_tokens=body.requested_max_tokens, logprobs=logprobs, choice=i))
+            for i in range(body.n)
+        ]
+    )
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if body.stream:

@@ -66,11 +66,13 @@ async def completions(body: CompletionRequest, state: StateDep) -> Any:
     engine = state.engine
     prompt_tokens = [p if isinstance(p, list) else engine.tokenize(p, add_special=True) for p in prompts]
     echoes = [engine.detokenize(p) if isinstance(p, list) else p for p in prompts] if body.echo else None
-    streams = [
-        engine.generate(tokens, body.sampling(max_tokens=body.max_tokens, logprobs=body.logprobs, choice=j))
-        for tokens in prompt_tokens
-        for j in range(body.n)
-    ]
+    streams = state.open_streams(
+        [
+            (tokens, body.sampling(max_tokens=body.max_tokens, logprobs=body.logprobs, choice=j))
+            for tokens in prompt_tokens
+            for j in range(body.n)
+        ]
+    )
     num_prompt = sum(len(t) for t in prompt_tokens) * body.n
     request_id = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())

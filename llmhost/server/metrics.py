@@ -1,0 +1,168 @@
+"""Prometheus metrics with vLLM-compatible names, so existing vLLM dashboards work unchanged.
+
+Per-request histograms and counters are recorded by `RequestMetrics` (one per sequence); engine gauges
+(running, waiting, KV usage) are read from the engine at scrape time by `EngineCollector`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from llmhost.types import EngineStats
+
+_LATENCY_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
+_ITL_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.015,
+    0.02,
+    0.025,
+    0.03,
+    0.04,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+)
+
+
+class EngineCollector(Collector):
+    """Reads the engine's live counters at scrape time."""
+
+    def __init__(self, model_name: str, stats: Callable[[], EngineStats]) -> None:
+        self._labels = [model_name]
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        for name, help_text, value in (
+            ("vllm:num_requests_running", "Sequences in the running batch.", stats.num_running),
+            ("vllm:num_requests_waiting", "Sequences waiting for a KV slot.", stats.num_waiting),
+            ("vllm:kv_cache_usage_perc", "Fraction of KV-cache slots in use.", stats.kv_cache_usage),
+            (
+                "llmhost:last_step_num_seqs",
+                "Sequences decoded in the most recent step.",
+                stats.last_step_num_seqs,
+            ),
+        ):
+            gauge = GaugeMetricFamily(name, help_text, labels=["model_name"])
+            gauge.add_metric(self._labels, value)
+            yield gauge
+        steps = CounterMetricFamily("llmhost:decode_steps", "Batched decode steps.", labels=["model_name"])
+        steps.add_metric(self._labels, stats.num_steps)
+        yield steps
+
+
+class ServerMetrics:
+    """Every metric of one app, in its own registry (several apps can live in one process, e.g. tests)."""
+
+    def __init__(self, model_name: str, stats: Callable[[], EngineStats]) -> None:
+        self.model_name = model_name
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(EngineCollector(model_name, stats))
+        labels = ["model_name"]
+        r = self.registry
+        self.ttft = Histogram(
+            "vllm:time_to_first_token_seconds",
+            "Time to first token.",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        ).labels(model_name)
+        self.itl = Histogram(
+            "vllm:inter_token_latency_seconds",
+            "Time between generated tokens.",
+            labels,
+            buckets=_ITL_BUCKETS,
+            registry=r,
+        ).labels(model_name)
+        self.e2e = Histogram(
+            "vllm:e2e_request_latency_seconds",
+            "End-to-end sequence latency.",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        ).labels(model_name)
+        self.prompt_tokens = Counter(
+            "vllm:prompt_tokens", "Prompt tokens processed.", labels, registry=r
+        ).labels(model_name)
+        self.generation_tokens = Counter(
+            "vllm:generation_tokens", "Tokens generated.", labels, registry=r
+        ).labels(model_name)
+        self._success = Counter(
+            "vllm:request_success", "Sequences finished, by reason.", labels + ["finished_reason"], registry=r
+        )
+        self._rejected = Counter(
+            "llmhost:requests_rejected",
+            "Requests refused by admission control.",
+            labels + ["reason"],
+            registry=r,
+        )
+
+    def finished(self, reason: str) -> None:
+        self._success.labels(self.model_name, reason).inc()
+
+    def rejected(self, reason: str) -> None:
+        self._rejected.labels(self.model_name, reason).inc()
+
+
+class RequestMetrics:
+    """Timing of one sequence, fed delta by delta."""
+
+    def __init__(self, metrics: ServerMetrics, num_prompt_tokens: int) -> None:
+        self._m = metrics
+        self._num_prompt_tokens = num_prompt_tokens
+        self._start_s = time.perf_counter()
+        self._last_s: float | None = None
+
+    def on_tokens(self, num_tokens: int) -> None:
+        if num_tokens <= 0:
+            return
+        now = time.perf_counter()
+        if self._last_s is None:
+            self._m.ttft.observe(now - self._start_s)
+            self._m.prompt_tokens.inc(self._num_prompt_tokens)
+        else:
+            gap = (now - self._last_s) / num_tokens  # merged deltas: spread the gap over their tokens
+            for _ in range(num_tokens):
+                self._m.itl.observe(gap)
+        self._m.generation_tokens.inc(num_tokens)
+        self._last_s = now
+
+    def on_finish(self, reason: str) -> None:
+        self._m.e2e.observe(time.perf_counter() - self._start_s)
+        self._m.finished(reason)
