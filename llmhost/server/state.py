@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmhost.config import Settings
+from llmhost.conversation.reasoning import prompt_opens_thinking
 from llmhost.conversation.template import ChatTemplate
 from llmhost.engines.base import Engine
 from llmhost.errors import ModelNotFound, ModelNotLoaded
@@ -17,6 +19,19 @@ from llmhost.server.metrics import ServerMetrics
 from llmhost.types import Delta, SamplingParams
 
 log = logging.getLogger("llmhost.server")
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """A conversation rendered with the model's template: the text, and its tokens (specials parsed)."""
+
+    text: str
+    token_ids: list[int]
+
+    @property
+    def opens_thinking(self) -> bool:
+        """The template opened a think block (`…<think>\\n`): the output starts inside reasoning."""
+        return prompt_opens_thinking(self.text)
 
 
 @dataclass
@@ -33,31 +48,63 @@ class ServerState:
     started_s: float = field(default_factory=time.time)
     on_load_failure: Callable[[BaseException], None] | None = None
     is_ready: bool = False  # a one-token generation succeeded since the engine last (re)started
+    is_unloaded: bool = False  # unloaded on request (POST /api/v1/model/unload), not loading
     admission: Admission = field(init=False)
     metrics: ServerMetrics = field(init=False)
+    # Serialises load and unload, so concurrent callers (start-up, POST /api/v1/model/load) load once.
+    _lifecycle_lock: asyncio.Lock = field(init=False, repr=False, default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.settings.max_num_seqs, self.settings.max_queued_requests)
         self.metrics = ServerMetrics(self.served_names[0], self.engine.stats)
 
     async def load(self) -> None:
-        """Start the engine and read its chat template. Failures are recorded, then reported."""
+        """The start-up load: failures are recorded, then reported to `on_load_failure`."""
         try:
-            await self.engine.start()
-            info = self.engine.info()
-            self.template = ChatTemplate.for_engine(
-                info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token
-            )
-            self.is_loaded = True
-            await self._check_generation()
-            log.info(
-                "model '%s' ready (engine %s, device %s)", self.served_names[0], info.engine, info.device
-            )
+            await self.load_model()
         except Exception as exc:
-            self.load_error = f"{type(exc).__name__}: {exc}"
-            log.error("loading the model failed: %s", self.load_error)
             if self.on_load_failure is not None:
                 self.on_load_failure(exc)
+
+    async def load_model(self) -> bool:
+        """Start the engine, read its chat template and prove it generates. Returns False when it was
+        already loaded. A failure is recorded in `load_error` and raised."""
+        async with self._lifecycle_lock:
+            if self.is_loaded:
+                return False
+            try:
+                await self.engine.start()
+                info = self.engine.info()
+                self.template = ChatTemplate.for_engine(
+                    info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token
+                )
+                self.is_loaded = True
+                await self._check_generation()
+                log.info(
+                    "model '%s' ready (engine %s, device %s)", self.served_names[0], info.engine, info.device
+                )
+            except Exception as exc:
+                self.is_loaded = False
+                self.load_error = f"{type(exc).__name__}: {exc}"
+                log.error("loading the model failed: %s", self.load_error)
+                raise
+            self.load_error = None
+            self.is_unloaded = False
+            return True
+
+    async def unload_model(self) -> bool:
+        """Stop the engine and free the model (requests in flight fail); `load_model` loads it again.
+        Returns False when it was not loaded."""
+        async with self._lifecycle_lock:
+            if not self.is_loaded:
+                return False
+            self.is_loaded = False  # new requests get 503 from here on
+            self.is_ready = False
+            self.is_unloaded = True
+            self.template = None
+            await self.engine.close()
+            log.info("model '%s' unloaded", self.served_names[0])
+            return True
 
     async def _check_generation(self) -> None:
         """Readiness means "can generate", not "process is up": generate one token to prove it."""
@@ -76,6 +123,8 @@ class ServerState:
 
     def require_loaded(self) -> ChatTemplate:
         if not self.is_loaded or self.template is None:
+            if self.is_unloaded and self.load_error is None:
+                raise ModelNotLoaded("the model was unloaded; POST /api/v1/model/load loads it again")
             raise ModelNotLoaded(self.load_error or "the model is still loading; retry shortly")
         return self.template
 
@@ -87,11 +136,23 @@ class ServerState:
         template_kwargs: dict[str, Any] | None = None,
     ) -> list[int]:
         """Render a conversation with the model's template and tokenize it (specials parsed)."""
+        return self.chat_prompt(
+            messages, add_generation_prompt=add_generation_prompt, template_kwargs=template_kwargs
+        ).token_ids
+
+    def chat_prompt(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        template_kwargs: dict[str, Any] | None = None,
+    ) -> ChatPrompt:
+        """Render a conversation with the model's template; the text and its tokens."""
         template = self.require_loaded()
-        prompt = template.render(
+        text = template.render(
             messages, add_generation_prompt=add_generation_prompt, **(template_kwargs or {})
         )
-        return self.engine.tokenize(prompt)
+        return ChatPrompt(text, self.engine.tokenize(text))
 
     def resolve_model(self, requested: str | None) -> str:
         """The name to report for a request. Any served alias is accepted; another name is a 404 when
