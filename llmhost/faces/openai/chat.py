@@ -1,4 +1,8 @@
-"""`POST /v1/chat/completions`."""
+"""`POST /v1/chat/completions`.
+
+With `--reasoning-parser`, each choice's thinking goes to `reasoning_content` (and `reasoning`, the
+newer vLLM name; both are sent so clients of either generation read it) and `content` keeps the answer.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from llmhost.conversation.reasoning import ReasoningParserName, ReasoningSplitter, split_reasoning
 from llmhost.errors import InvalidRequest
 from llmhost.server.deps import StateDep
 from llmhost.server.generation import collect, merge_streams
@@ -30,11 +35,13 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep) -> Any:
     body.check_supported()
     if body.n > state.settings.max_n:
         raise InvalidRequest(f"'n' must be at most {state.settings.max_n}", param="n")
-    prompt_tokens = state.chat_prompt_tokens(
+    prompt = state.chat_prompt(
         [m.to_template() for m in body.messages],
         add_generation_prompt=body.add_generation_prompt,
         template_kwargs=body.chat_template_kwargs,
     )
+    prompt_tokens = prompt.token_ids
+    parser = state.settings.reasoning_parser
     logprobs = body.requested_logprobs
     # Validation (context length included) happens here, before any byte of the response is sent.
     streams = state.open_streams(
@@ -46,9 +53,15 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep) -> Any:
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if body.stream:
+        splitters = None
+        if parser is not None:
+            splitters = [ReasoningSplitter(parser, prompt_opened=prompt.opens_thinking) for _ in streams]
         return sse_response(
-            _stream_chunks(streams, request_id, created, model_name, len(prompt_tokens), body.include_usage),
+            _stream_chunks(
+                streams, request_id, created, model_name, len(prompt_tokens), body.include_usage, splitters
+            ),
             done="[DONE]",
+            shutdown_grace_s=state.settings.shutdown_grace,
         )
     results = await collect(streams)
     num_completion = sum(len(r.token_ids) for r in results)
@@ -60,7 +73,7 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep) -> Any:
         "choices": [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": r.text},
+                "message": _message(r.text, parser, prompt.opens_thinking),
                 "logprobs": chat_logprobs(r.logprobs),
                 "finish_reason": finish_reason(r.finish_reason),
                 "stop_reason": r.stop_reason,
@@ -71,6 +84,34 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep) -> Any:
     }
 
 
+def _message(text: str, parser: ReasoningParserName | None, prompt_opened: bool) -> dict[str, Any]:
+    if parser is None:
+        return {"role": "assistant", "content": text}
+    reasoning, content = split_reasoning(text, prompt_opened, parser)
+    return {
+        "role": "assistant",
+        # As vLLM: no answer text after the thinking (cut by max_tokens) is null, not "".
+        "content": None if reasoning is not None and not content else content,
+        "reasoning_content": reasoning,
+        "reasoning": reasoning,
+    }
+
+
+def _delta(text: str, splitter: ReasoningSplitter | None, is_last: bool) -> dict[str, str]:
+    if splitter is None:
+        return {"content": text} if text else {}
+    reasoning, content = splitter.feed(text)
+    if is_last:
+        tail_reasoning, tail_content = splitter.finish()
+        reasoning, content = reasoning + tail_reasoning, content + tail_content
+    out: dict[str, str] = {}
+    if reasoning:
+        out["reasoning_content"] = out["reasoning"] = reasoning
+    if content:
+        out["content"] = content
+    return out
+
+
 async def _stream_chunks(
     streams: list[AsyncIterator[Delta]],
     request_id: str,
@@ -78,6 +119,7 @@ async def _stream_chunks(
     model_name: str,
     num_prompt_tokens: int,
     include_usage: bool,
+    splitters: list[ReasoningSplitter] | None = None,
 ) -> AsyncIterator[str]:
     def chunk(choices: list[dict[str, Any]], totals: dict[str, int] | None = None) -> str:
         body: dict[str, Any] = {
@@ -105,11 +147,13 @@ async def _stream_chunks(
     num_completion = 0
     async for index, delta in merge_streams(streams):
         num_completion += len(delta.token_ids)
-        if not delta.text and delta.finish_reason is None and delta.logprobs is None:
-            continue
+        splitter = splitters[index] if splitters is not None else None
+        message = _delta(delta.text, splitter, delta.finish_reason is not None)
+        if not message and delta.finish_reason is None and delta.logprobs is None:
+            continue  # nothing to say yet (a splitter may hold back half a tag)
         choice: dict[str, Any] = {
             "index": index,
-            "delta": {"content": delta.text} if delta.text else {},
+            "delta": message,
             "logprobs": chat_logprobs(delta.logprobs),
             "finish_reason": finish_reason(delta.finish_reason),
         }

@@ -1,0 +1,263 @@
+"""The simple chat API of seed 002 (a Qwen3 chat service), under `/api/v1`.
+
+Its clients send `{"message", "history"}` and read `{"response", "success", "error"}`, or a stream of
+`data: {"type": "start"|"chunk"|"thinking"|"end"|"error", "content": …}` events. What changed from the
+original, on purpose: the stream is `text/event-stream` (it was `text/plain`), JSON keeps non-ASCII text
+as is, `/health` never generates, and errors carry an honest HTTP status (the original answered 200
+with the error in the body); the body keeps this face's shape, so `{"success": false, "error": …}`
+still reads the same. An error after a stream has started arrives as a final `error` event.
+
+Thinking text streams raw (`<think>…</think>` inside the chunks, as the original did) unless the
+request sets `split_thinking`, or the server runs with `--reasoning-parser` and the request does not
+say `"split_thinking": false`; then `thinking` events come before the answer's `chunk` events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from llmhost.conversation.reasoning import ReasoningParserName, ReasoningSplitter, split_reasoning
+from llmhost.errors import LlmhostError
+from llmhost.server.deps import StateDep
+from llmhost.server.errors import describe, error_headers
+from llmhost.server.generation import collect, merge_streams
+from llmhost.server.sse import sse_response
+from llmhost.server.state import ChatPrompt, ServerState
+from llmhost.types import Delta, EngineInfo, SamplingParams
+
+log = logging.getLogger("llmhost.faces.simple")
+
+Number = Annotated[float, Field(strict=True)]
+
+# Qwen3's generation_config.json: what the original service sampled with (transformers' generate()
+# reads it), so its users get the answers they are used to. A request can override each.
+DEFAULT_TEMPERATURE = 0.6
+DEFAULT_TOP_P = 0.95
+DEFAULT_TOP_K = 20
+
+
+# -- errors in this face's own shape ---------------------------------------------------------------
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        {"response": "", "success": False, "error": message}, status_code=status, headers=headers
+    )
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return "the request body is not valid JSON"
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    if first.get("type") == "missing":
+        return f"'{where}' is required"
+    return f"'{where}': {first.get('msg')}" if where else str(first.get("msg"))
+
+
+class SimpleRoute(APIRoute):
+    """Answers errors on this face's routes as `{"response": "", "success": false, "error": …}`.
+
+    Installed per route (not as app-wide exception handlers), so the OpenAI face keeps its own error
+    shape. Bad input is a 400, never FastAPI's 422 shape; domain errors get the status of the shared
+    table in `server/errors.py`.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                return error_response(400, _validation_message(exc))
+            except LlmhostError as exc:
+                status, _ = describe(exc)
+                if status >= 500:
+                    log.error("%s: %s", type(exc).__name__, exc.message)
+                return error_response(status, exc.message, error_headers(exc))
+            except Exception:
+                log.exception("unhandled error in %s", request.url.path)
+                return error_response(500, "internal error")
+
+        return route
+
+
+router = APIRouter(prefix="/api/v1", tags=["simple chat"], route_class=SimpleRoute)
+
+
+# -- wire schemas ----------------------------------------------------------------------------------
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class HistoryTurn(_Request):
+    role: Literal["system", "user", "assistant"]
+    content: StrictStr
+
+
+class SimpleChatRequest(_Request):
+    message: StrictStr
+    history: list[HistoryTurn] | None = None
+    max_new_tokens: StrictInt | None = Field(None, ge=1, description="Default: until the model stops.")
+    temperature: Number | None = Field(None, ge=0.0, le=2.0)
+    top_p: Number | None = Field(None, gt=0.0, le=1.0)
+    top_k: StrictInt | None = Field(None, ge=-1)
+    repetition_penalty: Number | None = Field(None, gt=0.0, le=10.0)
+    seed: StrictInt | None = None
+    enable_thinking: StrictBool | None = Field(
+        None, description="Passed to the chat template (Qwen3: false renders with thinking off)."
+    )
+    split_thinking: StrictBool | None = Field(
+        None,
+        description="Separate the thinking from the answer. Default: on when the server runs "
+        "with --reasoning-parser, off otherwise.",
+    )
+
+    def messages(self) -> list[dict[str, Any]]:
+        turns = [{"role": t.role, "content": t.content} for t in self.history or ()]
+        return [*turns, {"role": "user", "content": self.message}]
+
+    def template_kwargs(self) -> dict[str, Any]:
+        return {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(
+            max_tokens=self.max_new_tokens,
+            temperature=DEFAULT_TEMPERATURE if self.temperature is None else self.temperature,
+            top_p=DEFAULT_TOP_P if self.top_p is None else self.top_p,
+            top_k=DEFAULT_TOP_K if self.top_k is None else self.top_k,
+            repetition_penalty=self.repetition_penalty or 1.0,
+            seed=self.seed,
+        )
+
+    def reasoning_parser(self, server_parser: ReasoningParserName | None) -> ReasoningParserName | None:
+        """The parser that splits this request's thinking, or None to stream the raw text."""
+        is_split = self.split_thinking if self.split_thinking is not None else server_parser is not None
+        return (server_parser or "qwen3") if is_split else None
+
+
+def _start(body: SimpleChatRequest, state: ServerState) -> tuple[ChatPrompt, AsyncIterator[Delta]]:
+    """Render, validate and admit, so every error so far is an HTTP error, not a stream event."""
+    state.require_loaded()
+    prompt = state.chat_prompt(body.messages(), template_kwargs=body.template_kwargs())
+    [stream] = state.open_streams([(prompt.token_ids, body.sampling())])
+    return prompt, stream
+
+
+# -- routes ----------------------------------------------------------------------------------------
+@router.post("/chat", response_model=None)
+async def chat(body: SimpleChatRequest, state: StateDep) -> dict[str, Any]:
+    """`{"response": the answer, "success": true, "error": null}`; with thinking split, `response` is
+    the answer alone and `thinking` holds the reasoning (null when there was none)."""
+    prompt, stream = _start(body, state)
+    [result] = await collect([stream])
+    parser = body.reasoning_parser(state.settings.reasoning_parser)
+    if parser is None:
+        return {"response": result.text, "success": True, "error": None}
+    thinking, answer = split_reasoning(result.text, prompt.opens_thinking, parser)
+    return {"response": answer, "success": True, "error": None, "thinking": thinking}
+
+
+def _event(type_: str, content: str) -> str:
+    return json.dumps({"type": type_, "content": content}, ensure_ascii=False)
+
+
+def _error_event(exc: BaseException) -> dict[str, str]:
+    _, body = describe(exc)
+    return {"type": "error", "content": body["error"]["message"]}
+
+
+@router.post("/chat/stream", response_model=None)
+async def chat_stream(body: SimpleChatRequest, state: StateDep) -> Response:
+    """`start`, then `thinking` (when split) and `chunk` events, then `end`; or a final `error`."""
+    prompt, stream = _start(body, state)
+    parser = body.reasoning_parser(state.settings.reasoning_parser)
+    splitter = None if parser is None else ReasoningSplitter(parser, prompt_opened=prompt.opens_thinking)
+
+    async def events() -> AsyncIterator[str]:
+        yield _event("start", "")
+        async for _, delta in merge_streams([stream]):
+            if splitter is None:
+                if delta.text:
+                    yield _event("chunk", delta.text)
+                continue
+            thinking, answer = splitter.feed(delta.text)
+            if delta.finish_reason is not None:
+                tail_thinking, tail_answer = splitter.finish()
+                thinking, answer = thinking + tail_thinking, answer + tail_answer
+            if thinking:
+                yield _event("thinking", thinking)
+            if answer:
+                yield _event("chunk", answer)
+        yield _event("end", "")
+
+    return sse_response(events(), error_event=_error_event)
+
+
+@router.get("/health", response_model=None)
+async def health(state: StateDep) -> Any:
+    """Reads the load state only: it never runs a generation (the original's did, for 10+ s)."""
+    if state.is_loaded:
+        return {"status": "healthy", "message": "the model is loaded"}
+    if state.load_error is not None:
+        body = {"status": "error", "message": f"loading the model failed: {state.load_error}"}
+    elif state.is_unloaded:
+        body = {"status": "unhealthy", "message": "the model is unloaded; POST /api/v1/model/load loads it"}
+    else:
+        body = {"status": "unhealthy", "message": "the model is loading"}
+    return JSONResponse(body, status_code=503)
+
+
+def _engine_info(state: ServerState) -> EngineInfo | None:
+    try:
+        return state.engine.info()
+    except LlmhostError:  # never loaded yet
+        return None
+
+
+@router.get("/model/info")
+async def model_info(state: StateDep) -> dict[str, Any]:
+    """`model_size` is in bytes (the model file); it and `device` are known once the model has loaded."""
+    info = _engine_info(state)
+    return {
+        "model_name": state.served_names[0],
+        "device": info.device if info is not None else "unknown",
+        "is_loaded": state.is_loaded,
+        "model_size": info.model_size_bytes if info is not None else 0,
+        "engine": info.engine if info is not None else None,
+        "max_model_len": info.max_model_len if info is not None else None,
+    }
+
+
+@router.post("/model/load", response_model=None)
+async def load_model(state: StateDep) -> Any:
+    """Load the model (it loads at start-up; this matters after `/model/unload`). Concurrent calls
+    load it once: the others wait and answer `already_loaded`."""
+    try:
+        is_new = await state.load_model()
+    except Exception:
+        return JSONResponse(
+            {"status": "error", "message": f"loading the model failed: {state.load_error}"}, status_code=500
+        )
+    if not is_new:
+        return {"status": "already_loaded", "message": "the model is already loaded"}
+    return {"status": "loaded", "message": "the model is loaded"}
+
+
+@router.post("/model/unload")
+async def unload_model(state: StateDep) -> dict[str, str]:
+    """Free the model's memory (requests in flight fail); generation answers 503 until `/model/load`."""
+    if await state.unload_model():
+        return {"status": "unloaded", "message": "the model is unloaded"}
+    return {"status": "not_loaded", "message": "the model was not loaded"}
