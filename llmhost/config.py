@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     predict_max_new_tokens: int = Field(
         256, ge=1, description="Predict face: tokens generated per answer unless the request says otherwise."
     )
+    reasoning_parser: Literal["qwen3", "deepseek_r1"] | None = Field(
+        None,
+        description="Split `<think>…</think>` from answers: OpenAI chat gets `reasoning_content` (and "
+        "`reasoning`), /api/v1/chat/stream sends `thinking` events. qwen3: only an opened block is "
+        "reasoning; deepseek_r1: output up to `</think>` is reasoning. Default: off (raw text).",
+    )
     log_level: LogLevel = Field("info", description="Logging level.")
 
     @field_validator("served_model_name", mode="before")

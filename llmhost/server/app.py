@@ -14,6 +14,7 @@ from llmhost.config import Settings
 from llmhost.engines.base import Engine
 from llmhost.faces import ops
 from llmhost.faces.openai import chat, completions
+from llmhost.faces.simple import router as simple_router
 from llmhost.server.errors import install_error_handlers
 from llmhost.server.state import ServerState
 
@@ -50,4 +51,5 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(chat.router)
     app.include_router(completions.router)
+    app.include_router(simple_router)  # /api/v1: seed 002's chat service
     return app
