@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from llmhost import __version__
 from llmhost.config import Settings
 from llmhost.engines.base import Engine
-from llmhost.faces import ops
+from llmhost.faces import ops, predict
 from llmhost.faces.openai import chat, completions
 from llmhost.faces.simple import router as simple_router
 from llmhost.server.errors import install_error_handlers
@@ -33,6 +33,7 @@ def create_app(
     state = ServerState(
         settings=settings, engine=engine, served_names=served_names, on_load_failure=on_load_failure
     )
+    state.has_explicit_names = bool(settings.served_model_name)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -52,4 +53,5 @@ def create_app(
     app.include_router(chat.router)
     app.include_router(completions.router)
     app.include_router(simple_router)  # /api/v1: seed 002's chat service
+    app.include_router(predict.router)
     return app

@@ -1,0 +1,280 @@
+"""Seed 003's evaluation API: `GET /` (readiness, batch-mode flag) and `POST /predict`.
+
+`{"prompt": str}` gets `{"response": str}`; `{"prompt": [str, …]}` gets `{"response": [str, …]}`, same
+length and order, a list even for one item. Each prompt is one user turn rendered with the model's chat
+template (after `--predict-system-prompt` when set); answers come back with `<think>…</think>` removed.
+
+A batch is submitted to the engine at once, so every prompt rides continuous batching; nothing here
+puts a deadline on it (the harness gives the whole batch one time limit, and only it knows that limit).
+
+Prompts that do not fit the context: a prompt whose rendered tokens leave no room for even one answer
+token fails the request with 400, naming every such index, before any generation starts (silently
+cutting a question would change what is being evaluated). A prompt that fits but leaves less room than
+`max_new_tokens` gets a shorter answer instead of failing the batch (seed 003 clamped the same way).
+
+Errors use FastAPI's plain shape, `{"detail": "<message>"}`, which is what this seed's clients know:
+422 for a body that does not parse or has a wrong type, 400 for values the request cannot have, 503
+while the model loads. The shape is local to these routes (see `PredictRoute`); the OpenAI face keeps
+its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic_core import PydanticCustomError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
+
+from llmhost.conversation.reasoning import strip_thinking
+from llmhost.errors import ContextLengthExceeded, LlmhostError
+from llmhost.server.deps import StateDep
+from llmhost.server.errors import describe
+from llmhost.server.generation import Completion, collect
+from llmhost.server.state import ServerState
+from llmhost.types import SamplingParams
+
+log = logging.getLogger("llmhost.predict")
+
+# Decoding defaults when the request leaves them out, as seed 003 tuned them for its evaluation.
+# Greedy: evaluation wants the model's single best answer, reproducible run to run, and a prompt answered
+# inside a batch then matches the same prompt answered alone. A mild repetition penalty (1.05): small
+# models at pure greedy fall into loops ("la femme au martyre, la femme au martyre, …" from SmolLM2 for
+# "What is the capital of France?"), which burn the whole token budget on text that scores nothing;
+# 1.05 breaks most loops without steering normal answers, and on a 16-prompt batch it cost no
+# measurable time here. Seed 003 also sent frequency_penalty 0.1; that one is left to the request.
+DEFAULT_TEMPERATURE = 0.0
+DEFAULT_REPETITION_PENALTY = 1.05
+DISCONNECT_POLL_S = 1.0  # how often a running batch checks whether its client is still there
+
+Number = Annotated[float, Field(strict=True)]
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    prompt: str | list[str]
+    max_new_tokens: StrictInt | None = Field(None, ge=1)
+    temperature: Number | None = None
+    top_p: Number | None = None
+    top_k: StrictInt | None = None
+    repetition_penalty: Number | None = None
+    frequency_penalty: Number | None = None
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _check_prompt(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, list):
+            raise PydanticCustomError("prompt_type", "'prompt' must be a string or a list of strings")
+        if not value:
+            raise PydanticCustomError("prompt_empty", "'prompt' is an empty list; send at least one prompt")
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise PydanticCustomError(
+                    "prompt_item_type",
+                    "'prompt[{index}]' must be a string, not {kind}",
+                    {"index": i, "kind": type(item).__name__ if item is not None else "null"},
+                )
+        return value
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else self.prompt
+
+    def sampling(self, max_tokens: int) -> SamplingParams:
+        """Checked by `SamplingParams` (the same ranges as every other face): a bad value is a 400."""
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=DEFAULT_TEMPERATURE if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            top_k=self.top_k or 0,
+            repetition_penalty=(
+                DEFAULT_REPETITION_PENALTY if self.repetition_penalty is None else self.repetition_penalty
+            ),
+            frequency_penalty=self.frequency_penalty or 0.0,
+        )
+
+
+def detail_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+
+def validation_message(exc: RequestValidationError, content_type: str = "application/json") -> str:
+    """One readable sentence for the first problem pydantic found."""
+    errors = exc.errors()
+    if not errors:
+        return "invalid request"
+    err = errors[0]
+    loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+    kind = err.get("type", "")
+    if kind == "json_invalid":
+        return f"the request body is not valid JSON: {err.get('ctx', {}).get('error', err.get('msg'))}"
+    if not loc:
+        if content_type and "json" not in content_type.lower():  # e.g. `curl -d` sends a form type
+            return "send the body as JSON with the header 'Content-Type: application/json'"
+        return 'the request body must be a JSON object such as {"prompt": "..."}'
+    if kind.startswith("prompt_"):
+        return str(err.get("msg"))
+    field = loc[0]
+    if kind == "missing":
+        return f"'{field}' is required"
+    return f"'{field}': {err.get('msg')}"
+
+
+class PredictRoute(APIRoute):
+    """A route whose errors, whatever raised them, answer `{"detail": "…"}` (never the OpenAI shape)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                return detail_response(422, validation_message(exc, request.headers.get("content-type", "")))
+            except LlmhostError as exc:
+                status, _ = describe(exc)
+                if status >= 500:
+                    log.error("%s: %s", type(exc).__name__, exc.message)
+                retry_after = getattr(exc, "retry_after_s", None)
+                headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+                return detail_response(status, exc.message, headers)
+            except StarletteHTTPException as exc:
+                return detail_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+            except Exception:
+                log.exception("unhandled error in %s", request.url.path)
+                return detail_response(500, "internal error")
+
+        return route_handler
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.methods and scope["method"] not in self.methods:  # Starlette would raise to the app
+            allowed = ", ".join(sorted(self.methods))
+            response = detail_response(405, "Method Not Allowed", {"Allow": allowed})
+            await response(scope, receive, send)
+            return
+        await super().handle(scope, receive, send)
+
+
+router = APIRouter(tags=["predict"], route_class=PredictRoute)
+
+
+@router.get("/", response_model=None)
+async def root(request: Request, state: StateDep) -> Any:
+    """`{"status": "ok"}` (or `"batch"` with `--batch-mode`) once the model can answer, 503 before.
+
+    A browser is sent to the API docs (there is no web page yet)."""
+    if prefers_html(request.headers.get("accept", "")):
+        return RedirectResponse("/docs", status_code=307)
+    if not state.is_loaded:
+        status = "loading" if state.load_error is None else "failed"
+        return JSONResponse(
+            {"status": status, "detail": state.load_error or "the model is still loading; retry shortly"},
+            status_code=503,
+        )
+    return {"status": "batch" if state.settings.batch_mode else "ok"}
+
+
+@router.post("/predict", response_model=None)
+async def predict(body: PredictRequest, request: Request, state: StateDep) -> Any:
+    state.require_loaded()
+    prompts = body.prompts
+    max_new_tokens = (
+        state.settings.predict_max_new_tokens if body.max_new_tokens is None else body.max_new_tokens
+    )
+    body.sampling(max_new_tokens)  # reject bad sampling values before rendering anything
+    prompt_tokens = [state.chat_prompt_tokens(_messages(state, p)) for p in prompts]
+    params = _fit_to_context(state, prompt_tokens, body, max_new_tokens)
+    # Every stream exists before the first is read, so the engine sees the whole batch at once.
+    streams = [state.engine.generate(tokens, p) for tokens, p in zip(prompt_tokens, params, strict=True)]
+    results = await _collect_while_connected(request, streams)
+    if results is None:
+        return Response(status_code=499)  # nobody is listening any more
+    answers = [strip_thinking(r.text) for r in results]
+    return {"response": answers[0] if isinstance(body.prompt, str) else answers}
+
+
+def _messages(state: ServerState, prompt: str) -> list[dict[str, str]]:
+    system = state.settings.predict_system_prompt
+    user = {"role": "user", "content": prompt}
+    return [{"role": "system", "content": system}, user] if system else [user]
+
+
+def _fit_to_context(
+    state: ServerState, prompt_tokens: list[list[int]], body: PredictRequest, max_new_tokens: int
+) -> list[SamplingParams]:
+    """Sampling per prompt, with `max_tokens` cut to the room the context leaves (see module docstring)."""
+    max_model_len = state.engine.info().max_model_len
+    too_long = [i for i, tokens in enumerate(prompt_tokens) if len(tokens) >= max_model_len]
+    if too_long:
+        shown = ", ".join(f"{i} ({len(prompt_tokens[i])} tokens)" for i in too_long[:10])
+        more = f" and {len(too_long) - 10} more" if len(too_long) > 10 else ""
+        raise ContextLengthExceeded(
+            f"{len(too_long)} prompt(s) do not fit the model's context of {max_model_len} tokens with room "
+            f"for an answer: index {shown}{more}. Shorten them, or serve with a larger --max-model-len.",
+            param="prompt",
+        )
+    num_cut = 0
+    params: list[SamplingParams] = []
+    for tokens in prompt_tokens:
+        room = max_model_len - len(tokens)
+        num_cut += room < max_new_tokens
+        params.append(body.sampling(min(max_new_tokens, room)))
+    if num_cut:
+        log.warning(
+            "%d of %d prompt(s) leave less than %d tokens of context; their answers are cut shorter",
+            num_cut,
+            len(prompt_tokens),
+            max_new_tokens,
+        )
+    return params
+
+
+async def _collect_while_connected(request: Request, streams: list[Any]) -> list[Completion] | None:
+    """Run the batch to completion, or cancel every sequence if the client goes away first (a harness
+    that gave up on a big batch must not keep the engine busy); None then."""
+    work = asyncio.ensure_future(collect(streams))
+    try:
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return work.result()
+            if await request.is_disconnected():
+                log.info("client went away; cancelling %d predict sequence(s)", len(streams))
+                return None
+    finally:
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+
+
+def prefers_html(accept: str) -> bool:
+    """True when the Accept header ranks text/html at least as high as JSON (a browser, not an API
+    client: curl, httpx and requests send `*/*`)."""
+    weights: dict[str, float] = {}
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        weight = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        if media:
+            weights[media.lower()] = max(weight, weights.get(media.lower(), 0.0))
+    html = weights.get("text/html", 0.0)
+    return html > 0 and html >= weights.get("application/json", 0.0)
