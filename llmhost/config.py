@@ -57,14 +57,27 @@ class Settings(BaseSettings):
         "decode on CPU here).",
     )
     max_queued_requests: int | None = Field(
-        512, ge=0, description="Sequences that may wait for a slot beyond --max-num-seqs; more get 429 "
-        "with Retry-After (a /predict batch counts as its number of prompts). Default 512, as Ollama.")
+        512,
+        ge=0,
+        description="Sequences that may wait for a slot beyond --max-num-seqs; more get 429 "
+        "with Retry-After (a /predict batch counts as its number of prompts). Default 512, as Ollama.",
+    )
     request_timeout: float | None = Field(
-        None, gt=0, description="Seconds a request may run before it is cancelled (none by default).")
+        None, gt=0, description="Seconds a request may run before it is cancelled (none by default)."
+    )
+    api_key: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Require `Authorization: Bearer KEY` on every route but /live, "
+        "/health and /ready. Repeat or comma-separate for several keys.",
+    )
+    api_key_file: str | None = Field(None, description="File with one API key per line (# comments).")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS (none by default; '*' for any)."
+    )
     max_n: int = Field(16, ge=1, le=128, description="Largest `n` (choices per request) a client may ask.")
     batch_mode: bool = Field(
         False,
-        description="Predict face: `GET /` answers {\"status\":\"batch\"}, telling an evaluation harness to "
+        description='Predict face: `GET /` answers {"status":"batch"}, telling an evaluation harness to '
         "send every prompt in one `POST /predict` (seed 003's BATCH_MODE).",
     )
     predict_system_prompt: str | None = Field(
@@ -80,8 +93,18 @@ class Settings(BaseSettings):
         "reasoning; deepseek_r1: output up to `</think>` is reasoning. Default: off (raw text).",
     )
     log_level: LogLevel = Field("info", description="Logging level.")
+    log_file: str | None = Field(
+        None,
+        description="Also write the log to this file (with --detach: default "
+        "~/.local/state/llmhost/PORT.log).",
+    )
+    shutdown_grace: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds running requests may take to finish after SIGTERM before they are cancelled.",
+    )
 
-    @field_validator("served_model_name", mode="before")
+    @field_validator("served_model_name", "api_key", "allowed_origins", mode="before")
     @classmethod
     def _split_names(cls, value: Any) -> Any:
         if isinstance(value, str):

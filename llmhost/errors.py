@@ -55,5 +55,7 @@ class RequestTimeout(LlmhostError):
     """The request ran past the server's --request-timeout and was cancelled."""
 
     def __init__(self, timeout_s: float) -> None:
-        super().__init__(f"the request did not finish within the server's {timeout_s:g}s request timeout",
-                         code="request_timeout")
+        super().__init__(
+            f"the request did not finish within the server's {timeout_s:g}s request timeout",
+            code="request_timeout",
+        )

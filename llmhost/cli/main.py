@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import signal
@@ -26,16 +27,45 @@ def _root() -> None:
     """llmhost: one server for the OpenAI API and the contracts your team's clients expect."""
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, log_file: str | None = None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file and not _is_stderr(log_file):  # --detach already sends stderr to that file
+        handlers.append(logging.FileHandler(log_file))
     logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers
     )
 
 
+_DETACH = inspect.Parameter(
+    "detach",
+    inspect.Parameter.KEYWORD_ONLY,
+    annotation=bool,
+    default=typer.Option(
+        False,
+        "--detach",
+        "-d",
+        help="Run in the background: write a pidfile and a log "
+        "file, wait until ready, print the URL and return.",
+    ),
+)
+_DETACH_TIMEOUT = inspect.Parameter(
+    "ready_timeout",
+    inspect.Parameter.KEYWORD_ONLY,
+    annotation=float,
+    default=typer.Option(600.0, "--ready-timeout", help="With --detach: seconds to wait for readiness."),
+)
+
+
+def _is_stderr(path: str) -> bool:
+    try:
+        a, b = os.fstat(sys.stderr.fileno()), os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
-@with_settings_options
+@with_settings_options(extra=[_DETACH, _DETACH_TIMEOUT])
 def serve(**options: Any) -> None:
     """Serve a model (default: the embedded SmolLM2-135M-Instruct) over every API face."""
     from pydantic import ValidationError
@@ -43,13 +73,74 @@ def serve(**options: Any) -> None:
     from llmhost.config import Settings
 
     config = options.pop("config", None)
+    detach, ready_timeout = options.pop("detach"), options.pop("ready_timeout")
     try:
         settings = Settings.load(config, **options)
     except (ValidationError, FileNotFoundError) as exc:
         typer.echo(f"invalid settings: {exc}", err=True)
         raise typer.Exit(2) from exc
-    _configure_logging(settings.log_level)
+    if detach:
+        _serve_detached(settings, ready_timeout)
+        return
+    _configure_logging(settings.log_level, settings.log_file)
     sys.exit(run_server(settings))
+
+
+def _serve_detached(settings: Any, ready_timeout: float) -> None:
+    from llmhost.cli import daemon
+
+    # The child gets the same command line minus --detach; env and --config carry over unchanged.
+    args = [a for a in sys.argv[2:] if a not in ("--detach", "-d")]
+    record, message = daemon.start_detached(
+        args, host=settings.host, port=settings.port, log_file=settings.log_file, timeout_s=ready_timeout
+    )
+    typer.echo(message, err=record is None)
+    if record is None:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    port: int = typer.Option(8000, "--port", "-p", help="Port of the background server."),
+    api_key: str | None = typer.Option(
+        None, "--api-key", envvar="LLMHOST_API_KEY", help="Key for /metrics when the server requires one."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show a background server: pid, uptime, model, engine, readiness, requests in flight."""
+    import json
+
+    from llmhost.cli import daemon
+
+    record = daemon.PidRecord.load(port)
+    if record is None:
+        typer.echo(f"no llmhost server recorded on port {port}", err=True)
+        raise typer.Exit(1)
+    if not record.is_alive():
+        daemon.remove_pidfile(port)
+        typer.echo(f"stale pidfile removed: pid {record.pid} is no longer llmhost", err=True)
+        raise typer.Exit(1)
+    info = daemon.describe(record, api_key.split(",")[0] if api_key else None)
+    if as_json:
+        typer.echo(json.dumps(info))
+    else:
+        for key, value in info.items():
+            typer.echo(f"{key:>17}: {value}")
+
+
+@app.command()
+def stop(
+    port: int = typer.Option(8000, "--port", "-p", help="Port of the background server."),
+    grace: float = typer.Option(30.0, "--grace", help="Seconds to wait after SIGTERM before SIGKILL."),
+) -> None:
+    """Stop a background server (SIGTERM to its recorded pid, SIGKILL after the grace period)."""
+    from llmhost.cli import daemon
+
+    record = daemon.PidRecord.load(port)
+    if record is None:
+        typer.echo(f"no llmhost server recorded on port {port}", err=True)
+        raise typer.Exit(1)
+    typer.echo(daemon.stop(record, grace_s=grace))
 
 
 def run_server(settings: Any) -> int:
@@ -83,7 +174,7 @@ def run_server(settings: Any) -> int:
         host=settings.host,
         port=settings.port,
         log_level="warning" if settings.log_level == "info" else settings.log_level,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=settings.shutdown_grace,
     )
     return 1 if failed else 0
 

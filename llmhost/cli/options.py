@@ -45,8 +45,12 @@ def _option(name: str, field: FieldInfo) -> inspect.Parameter:
     )
 
 
-def with_settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Give `func(config, settings_overrides...)` one CLI option per Settings field."""
+def with_settings_options(
+    func: Callable[..., Any] | None = None, *, extra: list[inspect.Parameter] | None = None
+) -> Any:
+    """Give `func(config, settings_overrides...)` one CLI option per Settings field (plus `extra`)."""
+    if func is None:
+        return lambda f: with_settings_options(f, extra=extra)
     params = [
         inspect.Parameter(
             "config",
@@ -55,6 +59,7 @@ def with_settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
             annotation=str | None,
         ),
     ]
+    params += list(extra or [])
     params += [_option(name, field) for name, field in Settings.model_fields.items()]
     func.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     return func

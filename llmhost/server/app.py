@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from llmhost import __version__
 from llmhost.config import Settings
@@ -15,6 +16,7 @@ from llmhost.engines.base import Engine
 from llmhost.faces import ops, predict
 from llmhost.faces.openai import chat, completions
 from llmhost.faces.simple import router as simple_router
+from llmhost.server.auth import ApiKeyMiddleware, load_api_keys
 from llmhost.server.errors import install_error_handlers
 from llmhost.server.state import ServerState
 
@@ -49,6 +51,13 @@ def create_app(
     app = FastAPI(title="llmhost", version=__version__, lifespan=lifespan)
     app.state.llmhost = state
     install_error_handlers(app)
+    api_keys = load_api_keys(settings.api_key, settings.api_key_file)
+    if api_keys:
+        app.add_middleware(ApiKeyMiddleware, api_keys=api_keys)
+    if settings.allowed_origins:  # added last, so it wraps auth: preflights and 401s carry CORS headers
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["*"], allow_headers=["*"]
+        )
     app.include_router(ops.router)
     app.include_router(chat.router)
     app.include_router(completions.router)

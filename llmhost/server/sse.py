@@ -26,8 +26,12 @@ def sse_response(
     *,
     done: str | None = None,
     error_event: Callable[[BaseException], Any] | None = None,
+    shutdown_grace_s: float = 30.0,
 ) -> EventSourceResponse:
-    """Stream `events` (each an already-encoded `data:` payload), then `done` if given."""
+    """Stream `events` (each an already-encoded `data:` payload), then `done` if given.
+
+    On server shutdown (SIGTERM) a running stream gets `shutdown_grace_s` to finish before it is cut.
+    """
 
     async def framed() -> AsyncIterator[dict[str, str]]:
         try:
@@ -42,4 +46,6 @@ def sse_response(
         if done is not None:
             yield {"data": done}
 
-    return EventSourceResponse(framed(), ping=PING_INTERVAL_S, sep="\n")
+    return EventSourceResponse(
+        framed(), ping=PING_INTERVAL_S, sep="\n", shutdown_grace_period=shutdown_grace_s
+    )

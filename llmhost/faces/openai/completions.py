@@ -80,6 +80,7 @@ async def completions(body: CompletionRequest, state: StateDep) -> Any:
         return sse_response(
             _stream_chunks(streams, request_id, created, model_name, num_prompt, body, echoes),
             done="[DONE]",
+            shutdown_grace_s=state.settings.shutdown_grace,
         )
     results = await collect(streams)
     choices = []

@@ -1,0 +1,104 @@
+"""API-key authentication as a pure ASGI middleware (no per-chunk overhead on streams).
+
+Every route needs `Authorization: Bearer KEY` except the probes an orchestrator calls without
+credentials (`/live`, `/health`, `/ready`). A refusal is a 401 in the error shape of the face the path
+belongs to, so each contract's existing clients can read it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+PUBLIC_PATHS = frozenset({"/live", "/health", "/ready"})
+
+ErrorShape = Callable[[str], dict[str, Any]]
+
+
+def openai_shape(message: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": message,
+            "type": "authentication_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+    }
+
+
+# Path prefix -> the error body that face's clients expect (CONTRACTS.md §3 and §4).
+FACE_SHAPES: list[tuple[str, ErrorShape]] = [
+    ("/api/v1/", lambda m: {"response": "", "success": False, "error": m}),
+    ("/predict", lambda m: {"detail": m}),
+]
+
+
+def load_api_keys(keys: Iterable[str], key_file: str | None) -> list[str]:
+    """Keys from flags/env plus a file (one per line, `#` comments); blanks dropped."""
+    found = [k.strip() for k in keys if k and k.strip()]
+    if key_file:
+        for line in Path(key_file).read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                found.append(line)
+    return found
+
+
+class ApiKeyMiddleware:
+    def __init__(self, app: ASGIApp, *, api_keys: list[str]) -> None:
+        self.app = app
+        self._keys = [k.encode() for k in api_keys]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        if self._is_authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        await self._refuse(scope, send)
+
+    def _is_authorized(self, scope: Scope) -> bool:
+        header = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                header = value
+                break
+        scheme, _, token = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not token:
+            return False
+        token = token.strip()
+        # Compare against every key (constant time each) so timing reveals neither key nor position.
+        matched = False
+        for key in self._keys:
+            matched |= hmac.compare_digest(token, key)
+        return matched
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        path = scope["path"]
+        message = "a valid API key is required: send 'Authorization: Bearer <key>'"
+        shape: ErrorShape = openai_shape
+        for prefix, face_shape in FACE_SHAPES:
+            if path.startswith(prefix):
+                shape = face_shape
+                break
+        if path == "/":
+            shape = FACE_SHAPES[1][1]
+        body = json.dumps(shape(message)).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b"Bearer"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
