@@ -59,3 +59,7 @@ class RequestTimeout(LlmhostError):
             f"the request did not finish within the server's {timeout_s:g}s request timeout",
             code="request_timeout",
         )
+
+
+class ClientDisconnected(LlmhostError):
+    """The client went away; its work was cancelled (nobody is left to read a response)."""

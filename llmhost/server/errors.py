@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmhost.errors import (
+    ClientDisconnected,
     ContextLengthExceeded,
     EngineError,
     InvalidRequest,
@@ -37,6 +38,7 @@ ERROR_TABLE: list[tuple[type[LlmhostError], int, str]] = [
     (ModelNotFound, 404, "not_found_error"),
     (QueueFull, 429, "rate_limit_error"),
     (RequestTimeout, 504, "timeout_error"),
+    (ClientDisconnected, 499, "client_closed_request"),  # nginx's code; nobody reads it
     (ModelNotLoaded, 503, "service_unavailable"),
     (ModelLoadError, 503, "service_unavailable"),
     (EngineError, 500, "internal_server_error"),

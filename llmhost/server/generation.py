@@ -11,6 +11,9 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+from starlette.types import Receive
+
+from llmhost.errors import ClientDisconnected
 from llmhost.types import Delta, FinishReason, TokenLogprob
 
 _DONE = object()
@@ -86,8 +89,34 @@ class Completion:
             self.prompt_tokens = delta.usage.prompt_tokens
 
 
-async def collect(streams: Sequence[AsyncIterator[Delta]]) -> list[Completion]:
+async def collect(
+    streams: Sequence[AsyncIterator[Delta]], *, until_disconnected: Receive | None = None
+) -> list[Completion]:
+    """Run every stream to its end. With `until_disconnected` (the request's ASGI `receive`), a client
+    that goes away before the answer is ready cancels the work, freeing the sequences at once."""
+    if until_disconnected is None:
+        return await _collect(streams)
+    work = asyncio.create_task(_collect(streams))
+    watcher = asyncio.create_task(_wait_for_disconnect(until_disconnected))
+    try:
+        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not work.done():
+            work.cancel()
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    if work.cancelled():
+        raise ClientDisconnected("the client closed the connection before the answer was ready")
+    return work.result()
+
+
+async def _collect(streams: Sequence[AsyncIterator[Delta]]) -> list[Completion]:
     results = [Completion() for _ in streams]
     async for index, delta in merge_streams(streams):
         results[index].add(delta)
     return results
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
@@ -125,3 +126,16 @@ def test_request_timeout_cancels_and_reports(tmp_path):
         assert ok.status_code == 200
     finally:
         stop_server(srv)
+
+
+def test_non_stream_client_that_leaves_frees_its_sequence(server):
+    body = {"prompt": "Once upon a time", "max_tokens": 900, "temperature": 0, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.url}/v1/completions", json=body, timeout=httpx.Timeout(60, read=1.0))
+    for _ in range(100):
+        samples = scrape(server.url)
+        if value(samples, "vllm:num_requests_running") == 0:
+            break
+        time.sleep(0.05)
+    assert value(samples, "vllm:num_requests_running") == 0
+    assert value(samples, "vllm:request_success_total", finished_reason="abort") >= 1

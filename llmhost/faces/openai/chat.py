@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from llmhost.conversation.reasoning import ReasoningParserName, ReasoningSplitter, split_reasoning
 from llmhost.errors import InvalidRequest
@@ -29,7 +29,7 @@ router = APIRouter(tags=["openai"])
 
 
 @router.post("/v1/chat/completions", response_model=None)
-async def chat_completions(body: ChatCompletionRequest, state: StateDep) -> Any:
+async def chat_completions(body: ChatCompletionRequest, state: StateDep, request: Request) -> Any:
     state.require_loaded()
     model_name = state.resolve_model(body.model)
     body.check_supported()
@@ -63,7 +63,7 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep) -> Any:
             done="[DONE]",
             shutdown_grace_s=state.settings.shutdown_grace,
         )
-    results = await collect(streams)
+    results = await collect(streams, until_disconnected=request.receive)
     num_completion = sum(len(r.token_ids) for r in results)
     return {
         "id": request_id,

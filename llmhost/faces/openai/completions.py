@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from llmhost.errors import InvalidRequest
 from llmhost.server.deps import StateDep
@@ -54,7 +54,7 @@ async def list_models(state: StateDep) -> dict[str, Any]:
 
 
 @router.post("/v1/completions", response_model=None)
-async def completions(body: CompletionRequest, state: StateDep) -> Any:
+async def completions(body: CompletionRequest, state: StateDep, request: Request) -> Any:
     state.require_loaded()
     model_name = state.resolve_model(body.model)
     body.check_supported()
@@ -82,7 +82,7 @@ async def completions(body: CompletionRequest, state: StateDep) -> Any:
             done="[DONE]",
             shutdown_grace_s=state.settings.shutdown_grace,
         )
-    results = await collect(streams)
+    results = await collect(streams, until_disconnected=request.receive)
     choices = []
     for index, r in enumerate(results):
         prefix = echoes[index // body.n] if echoes else ""
