@@ -67,38 +67,27 @@ def test_detach_startup_failure_shows_the_log(env):
 def test_stale_pidfile_is_detected_and_cleaned_without_signalling_the_stranger(env, tmp_path):
     port = free_port()
     stranger = subprocess.Popen(["sleep", "60"])  # the pid now belongs to another program
+    state = tmp_path / "state" / "llmhost"
+    state.mkdir(parents=True)
+    pidfile = state / f"{port}.pid"
+    # A record of "llmhost" under the stranger's pid, with a start time that is not the stranger's.
+    record = {
+        "pid": stranger.pid,
+        "port": port,
+        "host": "127.0.0.1",
+        "start_time": 1,
+        "started_at": 0.0,
+        "log_file": str(state / "x.log"),
+    }
     try:
-        state = tmp_path / "state" / "llmhost"
-        state.mkdir(parents=True)
-        (state / f"{port}.pid").write_text(
-            json.dumps(
-                {
-                    "pid": stranger.pid,
-                    "port": port,
-                    "host": "127.0.0.1",
-                    "start_time": 1,
-                    "started_at": 0.0,
-                    "log_file": str(state / "x.log"),
-                }
-            )
-        )
+        pidfile.write_text(json.dumps(record))
         r = llmhost("status", "--port", str(port), env=env)
         assert r.returncode == 1 and "stale" in r.stderr
-        (state / f"{port}.pid").write_text(
-            json.dumps(
-                {
-                    "pid": stranger.pid,
-                    "port": port,
-                    "host": "127.0.0.1",
-                    "start_time": 1,
-                    "started_at": 0.0,
-                    "log_file": str(state / "x.log"),
-                }
-            )
-        )
+        assert not pidfile.exists()
+        pidfile.write_text(json.dumps(record))
         r = llmhost("stop", "--port", str(port), env=env)
         assert r.returncode == 0 and "stale" in r.stdout
-        assert not (state / f"{port}.pid").exists()
+        assert not pidfile.exists()
         assert stranger.poll() is None  # never signalled
     finally:
         stranger.kill()

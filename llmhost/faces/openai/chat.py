@@ -6,7 +6,6 @@ newer vLLM name; both are sent so clients of either generation read it) and `con
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,7 +20,7 @@ from llmhost.server.generation import collect, merge_streams
 from llmhost.server.sse import sse_response
 from llmhost.types import Delta
 
-from .encode import finish_reason, usage
+from .encode import ChunkEncoder, finish_reason, usage
 from .logprobs import chat_logprobs
 from .schemas import ChatCompletionRequest
 
@@ -121,17 +120,7 @@ async def _stream_chunks(
     include_usage: bool,
     splitters: list[ReasoningSplitter] | None = None,
 ) -> AsyncIterator[str]:
-    def chunk(choices: list[dict[str, Any]], totals: dict[str, int] | None = None) -> str:
-        body: dict[str, Any] = {
-            "id": request_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model_name,
-            "choices": choices,
-        }
-        if totals is not None:
-            body["usage"] = totals
-        return json.dumps(body, ensure_ascii=False)
+    chunk = ChunkEncoder(request_id, "chat.completion.chunk", created, model_name)
 
     for i in range(len(streams)):  # the first delta of each choice carries the role
         yield chunk(

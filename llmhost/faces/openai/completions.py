@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +15,7 @@ from llmhost.server.generation import collect, merge_streams
 from llmhost.server.sse import sse_response
 from llmhost.types import Delta
 
-from .encode import finish_reason, usage
+from .encode import ChunkEncoder, finish_reason, usage
 from .logprobs import completion_logprobs
 from .schemas import CompletionRequest
 
@@ -114,17 +113,7 @@ async def _stream_chunks(
     body: CompletionRequest,
     echoes: list[str] | None,
 ) -> AsyncIterator[str]:
-    def chunk(choices: list[dict[str, Any]], totals: dict[str, int] | None = None) -> str:
-        out: dict[str, Any] = {
-            "id": request_id,
-            "object": "text_completion",
-            "created": created,
-            "model": model_name,
-            "choices": choices,
-        }
-        if totals is not None:
-            out["usage"] = totals
-        return json.dumps(out, ensure_ascii=False)
+    chunk = ChunkEncoder(request_id, "text_completion", created, model_name)
 
     if echoes:
         for index in range(len(streams)):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -15,3 +17,25 @@ def usage(num_prompt: int, num_completion: int) -> dict[str, int]:
         "completion_tokens": num_completion,
         "total_tokens": num_prompt + num_completion,
     }
+
+
+@dataclass(frozen=True)
+class ChunkEncoder:
+    """Encodes the `data:` payload of one streamed chunk; the envelope is the same for every chunk."""
+
+    request_id: str
+    object: str  # "chat.completion.chunk" or "text_completion"
+    created: int
+    model: str
+
+    def __call__(self, choices: list[dict[str, Any]], totals: dict[str, int] | None = None) -> str:
+        out: dict[str, Any] = {
+            "id": self.request_id,
+            "object": self.object,
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        }
+        if totals is not None:
+            out["usage"] = totals
+        return json.dumps(out, ensure_ascii=False)
