@@ -38,7 +38,7 @@ from starlette.types import Receive, Scope, Send
 from llmhost.conversation.reasoning import strip_thinking
 from llmhost.errors import ContextLengthExceeded, LlmhostError
 from llmhost.server.deps import StateDep
-from llmhost.server.errors import describe
+from llmhost.server.errors import describe, error_headers
 from llmhost.server.generation import Completion, collect
 from llmhost.server.state import ServerState
 from llmhost.types import SamplingParams
@@ -147,9 +147,7 @@ class PredictRoute(APIRoute):
                 status, _ = describe(exc)
                 if status >= 500:
                     log.error("%s: %s", type(exc).__name__, exc.message)
-                retry_after = getattr(exc, "retry_after_s", None)
-                headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-                return detail_response(status, exc.message, headers)
+                return detail_response(status, exc.message, error_headers(exc))
             except StarletteHTTPException as exc:
                 return detail_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
             except Exception:
@@ -196,8 +194,9 @@ async def predict(body: PredictRequest, request: Request, state: StateDep) -> An
     body.sampling(max_new_tokens)  # reject bad sampling values before rendering anything
     prompt_tokens = [state.chat_prompt_tokens(_messages(state, p)) for p in prompts]
     params = _fit_to_context(state, prompt_tokens, body, max_new_tokens)
-    # Every stream exists before the first is read, so the engine sees the whole batch at once.
-    streams = [state.engine.generate(tokens, p) for tokens, p in zip(prompt_tokens, params, strict=True)]
+    # Admitted all at once (or 429 as a whole), every stream created before the first is read: the
+    # engine sees the whole batch together and schedules it with continuous batching.
+    streams = state.open_streams(list(zip(prompt_tokens, params, strict=True)))
     results = await _collect_while_connected(request, streams)
     if results is None:
         return Response(status_code=499)  # nobody is listening any more
