@@ -157,11 +157,11 @@ def _start(body: SimpleChatRequest, state: ServerState) -> tuple[ChatPrompt, Asy
 
 # -- routes ----------------------------------------------------------------------------------------
 @router.post("/chat", response_model=None)
-async def chat(body: SimpleChatRequest, state: StateDep) -> dict[str, Any]:
+async def chat(body: SimpleChatRequest, state: StateDep, request: Request) -> dict[str, Any]:
     """`{"response": the answer, "success": true, "error": null}`; with thinking split, `response` is
     the answer alone and `thinking` holds the reasoning (null when there was none)."""
     prompt, stream = _start(body, state)
-    [result] = await collect([stream])
+    [result] = await collect([stream], until_disconnected=request.receive)  # a client gone cancels it
     parser = body.reasoning_parser(state.settings.reasoning_parser)
     if parser is None:
         return {"response": result.text, "success": True, "error": None}
