@@ -20,8 +20,6 @@ its own.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -39,7 +37,7 @@ from llmhost.conversation.reasoning import strip_thinking
 from llmhost.errors import ContextLengthExceeded, LlmhostError
 from llmhost.server.deps import StateDep
 from llmhost.server.errors import describe, error_headers
-from llmhost.server.generation import Completion, collect
+from llmhost.server.generation import collect
 from llmhost.server.state import ServerState
 from llmhost.types import SamplingParams
 
@@ -54,7 +52,6 @@ log = logging.getLogger("llmhost.predict")
 # measurable time here. Seed 003 also sent frequency_penalty 0.1; that one is left to the request.
 DEFAULT_TEMPERATURE = 0.0
 DEFAULT_REPETITION_PENALTY = 1.05
-DISCONNECT_POLL_S = 1.0  # how often a running batch checks whether its client is still there
 
 Number = Annotated[float, Field(strict=True)]
 
@@ -197,9 +194,8 @@ async def predict(body: PredictRequest, request: Request, state: StateDep) -> An
     # Admitted all at once (or 429 as a whole), every stream created before the first is read: the
     # engine sees the whole batch together and schedules it with continuous batching.
     streams = state.open_streams(list(zip(prompt_tokens, params, strict=True)))
-    results = await _collect_while_connected(request, streams)
-    if results is None:
-        return Response(status_code=499)  # nobody is listening any more
+    # A harness that gives up on a big batch must not leave the engine decoding it.
+    results = await collect(streams, until_disconnected=request.receive)
     answers = [strip_thinking(r.text) for r in results]
     return {"response": answers[0] if isinstance(body.prompt, str) else answers}
 
@@ -238,25 +234,6 @@ def _fit_to_context(
             max_new_tokens,
         )
     return params
-
-
-async def _collect_while_connected(request: Request, streams: list[Any]) -> list[Completion] | None:
-    """Run the batch to completion, or cancel every sequence if the client goes away first (a harness
-    that gave up on a big batch must not keep the engine busy); None then."""
-    work = asyncio.ensure_future(collect(streams))
-    try:
-        while True:
-            done, _ = await asyncio.wait({work}, timeout=DISCONNECT_POLL_S)
-            if done:
-                return work.result()
-            if await request.is_disconnected():
-                log.info("client went away; cancelling %d predict sequence(s)", len(streams))
-                return None
-    finally:
-        if not work.done():
-            work.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await work
 
 
 def prefers_html(accept: str) -> bool:
