@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from llmhost.cli.chat import chat as chat_command
 from llmhost.cli.options import with_settings_options
 
 app = typer.Typer(
@@ -177,6 +178,9 @@ def run_server(settings: Any) -> int:
         timeout_graceful_shutdown=settings.shutdown_grace,
     )
     return 1 if failed else 0
+
+
+app.command("chat")(chat_command)  # talk to a running server (llmhost/cli/chat.py)
 
 
 def main() -> None:
