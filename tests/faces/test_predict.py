@@ -11,6 +11,7 @@ import pytest
 
 from llmhost.faces.predict import prefers_html
 from tests.conftest import TEST_MAX_MODEL_LEN, start_server, stop_server
+from tests.scripted_engine import ScriptedEngine, scripted_client
 
 pytestmark = pytest.mark.e2e
 
@@ -246,3 +247,61 @@ async def test_a_client_that_goes_away_cancels_its_batch(batch_server):
         while time.monotonic() < deadline and num_running((await client.get("/metrics")).text) > 0:
             await asyncio.sleep(0.1)
         assert num_running((await client.get("/metrics")).text) == 0
+
+
+# -- what the face does with given model output (ScriptedEngine: no model, exact outputs) -------------
+async def test_thinking_is_stripped_from_every_answer():
+    engine = ScriptedEngine()
+    engine.queue(
+        ["<think>", "2+2 is ", "4", "</think>", "\n\nFour."],
+        ["The template opened it, ", "</think>", "Paris"],
+        ["<think>", "only thoughts, cut by max_tokens"],
+        ["No thinking here."],
+    )
+    async with scripted_client(engine) as client:
+        r = await client.post("/predict", json={"prompt": ["a", "b", "c", "d"]})
+    assert r.json() == {
+        "response": ["Four.", "Paris", "only thoughts, cut by max_tokens", "No thinking here."]
+    }
+
+
+async def test_prompt_rendering_system_prompt_and_default_sampling():
+    engine = ScriptedEngine()
+    async with scripted_client(
+        engine, predict_system_prompt="Answer briefly.", predict_max_new_tokens=7
+    ) as client:
+        r = await client.post("/predict", json={"prompt": "What is CUDA?"})
+        assert r.status_code == 200
+        [call] = engine.calls
+        assert call.prompt_text == (
+            "<|im_start|>system\nAnswer briefly.<|im_end|>\n"
+            "<|im_start|>user\nWhat is CUDA?<|im_end|>\n<|im_start|>assistant\n"
+        )
+        assert call.params.max_tokens == 7 and call.params.is_greedy
+        assert call.params.repetition_penalty == 1.05
+        await client.post(
+            "/predict", json={"prompt": "x", "max_new_tokens": 3, "temperature": 0.5, "top_k": 9}
+        )
+        params = engine.calls[-1].params
+        assert (params.max_tokens, params.temperature, params.top_k) == (3, 0.5, 9)
+
+
+async def test_answers_are_cut_to_the_room_the_context_leaves():
+    engine = ScriptedEngine(max_model_len=160)  # one token per byte; the template adds ~55
+    async with scripted_client(engine, predict_max_new_tokens=50) as client:
+        r = await client.post("/predict", json={"prompt": ["short", "x" * 80]})
+        assert r.status_code == 200
+    short, long = engine.calls
+    assert short.params.max_tokens == 50
+    assert long.params.max_tokens == 160 - len(long.prompt_text.encode()) < 50
+
+
+async def test_a_batch_over_capacity_is_refused_whole_in_the_detail_shape():
+    engine = ScriptedEngine()
+    async with scripted_client(engine, max_num_seqs=1, max_queued_requests=1) as client:
+        r = await client.post("/predict", json={"prompt": ["a", "b", "c"]})
+        assert r.status_code == 429 and set(r.json()) == {"detail"}
+        assert r.headers["retry-after"]
+        assert not engine.calls  # nothing started
+        ok = await client.post("/predict", json={"prompt": ["a", "b"]})
+        assert ok.status_code == 200 and len(ok.json()["response"]) == 2
