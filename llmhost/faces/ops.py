@@ -34,7 +34,7 @@ async def health(state: StateDep) -> Any:
             "device": info.device,
         }
     body = {
-        "status": "loading" if state.load_error is None else "failed",
+        "status": "failed" if state.load_error else "unloaded" if state.is_unloaded else "loading",
         "model_loaded": False,
         "model": state.served_names[0],
         "error": state.load_error,

@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from llmhost.conversation.reasoning import ReasoningParserName, ReasoningSplitter, split_reasoning
 from llmhost.errors import LlmhostError
 from llmhost.server.deps import StateDep
-from llmhost.server.errors import describe, error_headers
+from llmhost.server.errors import describe, shaped_route_class
 from llmhost.server.generation import collect, merge_streams
 from llmhost.server.sse import sse_response
 from llmhost.server.state import ChatPrompt, ServerState
@@ -52,48 +50,8 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     )
 
 
-def _validation_message(exc: RequestValidationError) -> str:
-    errors = exc.errors()
-    if not errors:
-        return "invalid request"
-    first = errors[0]
-    if first.get("type") == "json_invalid":
-        return "the request body is not valid JSON"
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-    if first.get("type") == "missing":
-        return f"'{where}' is required"
-    return f"'{where}': {first.get('msg')}" if where else str(first.get("msg"))
-
-
-class SimpleRoute(APIRoute):
-    """Answers errors on this face's routes as `{"response": "", "success": false, "error": …}`.
-
-    Installed per route (not as app-wide exception handlers), so the OpenAI face keeps its own error
-    shape. Bad input is a 400, never FastAPI's 422 shape; domain errors get the status of the shared
-    table in `server/errors.py`.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                return error_response(400, _validation_message(exc))
-            except LlmhostError as exc:
-                status, _ = describe(exc)
-                if status >= 500:
-                    log.error("%s: %s", type(exc).__name__, exc.message)
-                return error_response(status, exc.message, error_headers(exc))
-            except Exception:
-                log.exception("unhandled error in %s", request.url.path)
-                return error_response(500, "internal error")
-
-        return route
-
-
-router = APIRouter(prefix="/api/v1", tags=["simple chat"], route_class=SimpleRoute)
+# Errors on this face answer `{"response": "", "success": false, "error": …}`, bad input as 400.
+router = APIRouter(prefix="/api/v1", tags=["simple chat"], route_class=shaped_route_class(error_response))
 
 
 # -- wire schemas ----------------------------------------------------------------------------------

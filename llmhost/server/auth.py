@@ -9,33 +9,14 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from llmhost.server.errors import body_for_path
+
 PUBLIC_PATHS = frozenset({"/live", "/health", "/ready"})
-
-ErrorShape = Callable[[str], dict[str, Any]]
-
-
-def openai_shape(message: str) -> dict[str, Any]:
-    return {
-        "error": {
-            "message": message,
-            "type": "authentication_error",
-            "param": None,
-            "code": "invalid_api_key",
-        }
-    }
-
-
-# Path prefix -> the error body that face's clients expect (CONTRACTS.md §3 and §4).
-FACE_SHAPES: list[tuple[str, ErrorShape]] = [
-    ("/api/v1/", lambda m: {"response": "", "success": False, "error": m}),
-    ("/predict", lambda m: {"detail": m}),
-]
 
 
 def load_api_keys(keys: Iterable[str], key_file: str | None) -> list[str]:
@@ -82,14 +63,11 @@ class ApiKeyMiddleware:
     async def _refuse(self, scope: Scope, send: Send) -> None:
         path = scope["path"]
         message = "a valid API key is required: send 'Authorization: Bearer <key>'"
-        shape: ErrorShape = openai_shape
-        for prefix, face_shape in FACE_SHAPES:
-            if path.startswith(prefix):
-                shape = face_shape
-                break
-        if path == "/":
-            shape = FACE_SHAPES[1][1]
-        body = json.dumps(shape(message)).encode()
+        # `GET /` belongs to the predict face (its harness polls it).
+        shape_path = "/predict" if path == "/" else path
+        body = json.dumps(
+            body_for_path(shape_path, message, "authentication_error", "invalid_api_key")
+        ).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmhost.errors import (
@@ -57,6 +59,21 @@ _HTTP_TYPES = {
 }
 
 
+# Faces whose clients expect another error shape than OpenAI's (CONTRACTS.md §3, §4), by path prefix.
+# Errors raised before any route runs (auth, unknown path, wrong method) are shaped from this table.
+FACE_ERROR_SHAPES: list[tuple[str, Callable[[str], dict[str, Any]]]] = [
+    ("/api/v1/", lambda m: {"response": "", "success": False, "error": m}),
+    ("/predict", lambda m: {"detail": m}),
+]
+
+
+def body_for_path(path: str, message: str, type_: str, code: str | None = None) -> dict[str, Any]:
+    for prefix, shape in FACE_ERROR_SHAPES:
+        if path.startswith(prefix):
+            return shape(message)
+    return error_body(message, type_, None, code)
+
+
 def error_body(message: str, type_: str, param: str | None = None, code: str | int | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
@@ -93,6 +110,52 @@ def _validation_param(loc: tuple[Any, ...]) -> str | None:
     return ".".join(parts) if parts else None
 
 
+def validation_message(exc: RequestValidationError) -> str:
+    """One clear sentence about the first problem in a request body."""
+    errors = exc.errors()
+    return _validation_message(errors[0]) if errors else "invalid request"
+
+
+Respond = Callable[[int, str, "dict[str, str] | None"], Response]
+
+
+def shaped_route_class(
+    respond: Respond,
+    *,
+    validation_status: int = 400,
+    describe_validation: Callable[[RequestValidationError, Request], str] | None = None,
+) -> type[APIRoute]:
+    """A route class whose every error — bad body, domain error, HTTP error, bug — is answered by
+    `respond(status, message, headers)` in its face's own shape, leaving other faces' shapes alone."""
+
+    class ShapedRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def route(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except RequestValidationError as exc:
+                    message = (
+                        describe_validation(exc, request) if describe_validation else validation_message(exc)
+                    )
+                    return respond(validation_status, message, None)
+                except LlmhostError as exc:
+                    status, _ = describe(exc)
+                    if status >= 500:
+                        log.error("%s: %s", type(exc).__name__, exc.message)
+                    return respond(status, exc.message, error_headers(exc))
+                except StarletteHTTPException as exc:  # e.g. a body that is not UTF-8
+                    return respond(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+                except Exception:
+                    log.exception("unhandled error in %s", request.url.path)
+                    return respond(500, "internal error", None)
+
+            return route
+
+    return ShapedRoute
+
+
 def _validation_message(err: dict[str, Any]) -> str:
     param = _validation_param(tuple(err.get("loc", ())))
     if err.get("type") == "json_invalid":
@@ -122,10 +185,10 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return JSONResponse(
-            error_body(message, _HTTP_TYPES.get(exc.status_code, "error")),
+            body_for_path(request.url.path, message, _HTTP_TYPES.get(exc.status_code, "error")),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )

@@ -102,9 +102,9 @@ async def collect(
         await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         if not work.done():
-            work.cancel()
+            work.cancel()  # closes the engine streams beneath it, freeing their sequences
         watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+        await asyncio.gather(work, watcher, return_exceptions=True)
     if work.cancelled():
         raise ClientDisconnected("the client closed the connection before the answer was ready")
     return work.result()

@@ -82,3 +82,13 @@ def test_unknown_route_and_method_are_openai_shaped(server):
     assert r.status_code == 404 and "error" in r.json()
     r = httpx.get(f"{server.url}/v1/chat/completions")
     assert r.status_code == 405 and "error" in r.json()
+
+
+def test_unknown_route_under_a_face_uses_that_faces_shape(server):
+    r = httpx.get(f"{server.url}/api/v1/nothing-here")
+    assert r.status_code == 404
+    assert r.json()["success"] is False and r.json()["error"]
+    r = httpx.get(f"{server.url}/api/v1/chat")
+    assert r.status_code == 405 and r.json()["success"] is False
+    r = httpx.get(f"{server.url}/predict")
+    assert r.status_code == 405 and r.json()["detail"]

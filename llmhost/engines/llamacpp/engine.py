@@ -105,6 +105,7 @@ class LlamaCppEngine:
         )
 
     async def close(self) -> None:
+        self._info = None  # info() and generate() now say "not loaded" until start() runs again
         if self._scheduler is not None:
             await asyncio.to_thread(self._scheduler.stop)
             self._scheduler = None
@@ -143,6 +144,8 @@ class LlamaCppEngine:
         self, prompt_tokens: Seq[int], params: SamplingParams, request_id: str | None = None
     ) -> AsyncIterator[Delta]:
         info = self.info()
+        if self._scheduler is None:
+            raise ModelNotLoaded("the engine is not running")
         prompt = list(prompt_tokens)
         if not prompt:
             raise InvalidRequest("the prompt is empty", param="prompt")
