@@ -48,8 +48,9 @@ log = logging.getLogger("llmhost.predict")
 # inside a batch then matches the same prompt answered alone. A mild repetition penalty (1.05): small
 # models at pure greedy fall into loops ("la femme au martyre, la femme au martyre, …" from SmolLM2 for
 # "What is the capital of France?"), which burn the whole token budget on text that scores nothing;
-# 1.05 breaks most loops without steering normal answers, and on a 16-prompt batch it cost no
-# measurable time here. Seed 003 also sent frequency_penalty 0.1; that one is left to the request.
+# 1.05 breaks most loops without steering normal answers, and although it leaves the engine's argmax
+# fast path it cost no measurable speed (a 16-prompt, 128-token batch: 13.3 s with it, 13.8 s without,
+# on 2 CPU cores). Seed 003 also sent frequency_penalty 0.1; that one is left to the request.
 DEFAULT_TEMPERATURE = 0.0
 DEFAULT_REPETITION_PENALTY = 1.05
 
