@@ -21,22 +21,19 @@ its own.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
-from fastapi.routing import APIRoute
+from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from pydantic_core import PydanticCustomError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from llmhost.conversation.reasoning import strip_thinking
-from llmhost.errors import ContextLengthExceeded, LlmhostError
+from llmhost.errors import ContextLengthExceeded
 from llmhost.server.deps import StateDep
-from llmhost.server.errors import describe, error_headers
+from llmhost.server.errors import shaped_route_class
 from llmhost.server.generation import collect
 from llmhost.server.state import ServerState
 from llmhost.types import SamplingParams
@@ -130,29 +127,16 @@ def validation_message(exc: RequestValidationError, content_type: str = "applica
     return f"'{field}': {err.get('msg')}"
 
 
-class PredictRoute(APIRoute):
-    """A route whose errors, whatever raised them, answer `{"detail": "…"}` (never the OpenAI shape)."""
+def _describe_validation(exc: RequestValidationError, request: Request) -> str:
+    return validation_message(exc, request.headers.get("content-type", ""))
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
 
-        async def route_handler(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                return detail_response(422, validation_message(exc, request.headers.get("content-type", "")))
-            except LlmhostError as exc:
-                status, _ = describe(exc)
-                if status >= 500:
-                    log.error("%s: %s", type(exc).__name__, exc.message)
-                return detail_response(status, exc.message, error_headers(exc))
-            except StarletteHTTPException as exc:
-                return detail_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-            except Exception:
-                log.exception("unhandled error in %s", request.url.path)
-                return detail_response(500, "internal error")
-
-        return route_handler
+class PredictRoute(
+    shaped_route_class(detail_response, validation_status=422, describe_validation=_describe_validation)
+):
+    """Every error on these routes answers `{"detail": "…"}` (FastAPI's 422 for a bad body), never the
+    OpenAI shape. A wrong method is answered here too: the app-wide table shapes errors by path prefix,
+    and cannot tell `/` (this face's) from other paths."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.methods and scope["method"] not in self.methods:  # Starlette would raise to the app

@@ -224,6 +224,10 @@ def test_unparseable_bodies_get_the_detail_shape_too(http):
     assert r.status_code == 422 and "Content-Type: application/json" in r.json()["detail"]
     r = http.get("/predict")
     assert r.status_code == 405 and r.json() == {"detail": "Method Not Allowed"}
+    r = http.post("/", json={"prompt": "hi"})
+    assert r.status_code == 405 and r.json() == {"detail": "Method Not Allowed"}
+    r = http.post("/predict", content=b'{"prompt": "\xff"}', headers={"content-type": "application/json"})
+    assert 400 <= r.status_code < 500 and set(r.json()) == {"detail"}
     # ... while the OpenAI face keeps its own shape on the same server.
     r = http.post("/v1/chat/completions", json={"messages": []})
     assert r.status_code == 400 and set(r.json()) == {"error"}
