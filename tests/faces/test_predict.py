@@ -304,9 +304,20 @@ async def test_answers_are_cut_to_the_room_the_context_leaves():
 async def test_a_batch_over_capacity_is_refused_whole_in_the_detail_shape():
     engine = ScriptedEngine()
     async with scripted_client(engine, max_num_seqs=1, max_queued_requests=1) as client:
-        r = await client.post("/predict", json={"prompt": ["a", "b", "c"]})
+        admission = client.app.state.llmhost.admission
+        admission.reserve(1)  # another request is in flight: capacity 2, one taken
+        r = await client.post("/predict", json={"prompt": ["a", "b"]})
         assert r.status_code == 429 and set(r.json()) == {"detail"}
         assert r.headers["retry-after"]
         assert not engine.calls  # nothing started
+        admission.release(1)
         ok = await client.post("/predict", json={"prompt": ["a", "b"]})
         assert ok.status_code == 200 and len(ok.json()["response"]) == 2
+
+
+async def test_an_idle_server_admits_one_batch_larger_than_its_capacity():
+    """A harness sends its whole question set as one batch: a 429 no retry could cure would be wrong."""
+    engine = ScriptedEngine()
+    async with scripted_client(engine, max_num_seqs=1, max_queued_requests=1) as client:
+        r = await client.post("/predict", json={"prompt": ["a", "b", "c", "d", "e"]})
+        assert r.status_code == 200 and len(r.json()["response"]) == 5
