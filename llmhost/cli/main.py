@@ -13,6 +13,7 @@ import typer
 
 from llmhost.cli.chat import chat as chat_command
 from llmhost.cli.options import with_settings_options
+from llmhost.cli.plan import plan as plan_command
 
 app = typer.Typer(
     name="llmhost",
@@ -181,6 +182,7 @@ def run_server(settings: Any) -> int:
 
 
 app.command("chat")(chat_command)  # talk to a running server (llmhost/cli/chat.py)
+app.command("plan")(plan_command)  # will a model fit these GPUs (llmhost/cli/plan.py)
 
 
 def main() -> None:
