@@ -31,7 +31,9 @@ def parse_gpus(value: str) -> tuple[int, int]:
 
 def plan(
     model: str = typer.Argument(
-        ..., help="A model folder, a config.json, or a catalogue name (Qwen2.5-32B-Instruct-AWQ)."
+        ...,
+        metavar="MODEL",
+        help="A model folder, a config.json, or a catalogue name (Qwen2.5-32B-Instruct-AWQ).",
     ),
     gpus: str = typer.Option(..., "--gpus", help="GPUs as COUNTxSIZE, e.g. 2x24GiB."),
     tensor_parallel_size: int | None = typer.Option(
