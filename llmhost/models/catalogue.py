@@ -137,7 +137,7 @@ def smaller_in_family(arch: Architecture) -> list[Architecture]:
     return [
         a
         for a in CATALOGUE.values()
-        if a.name.startswith(family)
+        if family_of(a) == family
         and (a.name.endswith("-Instruct") or a.name.endswith("-AWQ"))
         and a.params < arch.params
     ]

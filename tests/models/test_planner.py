@@ -55,6 +55,9 @@ def test_catalogue_lookup() -> None:
     for name in ("Qwen2.5-VL-7B-Instruct", "Qwen3-32B", "SmolLM2-135M-Instruct", "Llama-3.2-1B"):
         assert catalogue.lookup(name) is not None
     assert catalogue.lookup("no-such-model") is None
+    smaller = {a.name for a in catalogue.smaller_in_family(_arch("Qwen2.5-14B-Instruct"))}
+    assert "Qwen2.5-7B-Instruct" in smaller and "Qwen2.5-7B-Instruct-AWQ" in smaller
+    assert not any("VL" in name or "Coder" in name for name in smaller)
 
 
 def test_seed_004_qwen25_32b_bf16_does_not_fit_two_24gib() -> None:
