@@ -9,7 +9,7 @@ import os
 from collections.abc import AsyncIterator
 from collections.abc import Sequence as Seq
 
-from llmhost.errors import ContextLengthExceeded, EngineError, InvalidRequest, ModelNotLoaded
+from llmhost.errors import ContextLengthExceeded, InvalidRequest, ModelNotLoaded
 from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
 
 from .backend import ContextConfig, LlamaContext, LlamaModel
@@ -221,6 +221,3 @@ def _merge_into(into: Delta, nxt: Delta) -> None:
     into.finish_reason = nxt.finish_reason
     into.stop_reason = nxt.stop_reason
     into.usage = nxt.usage
-
-
-__all__ = ["EngineError", "LlamaCppEngine"]
