@@ -150,8 +150,12 @@ async def _ask_each(ask: Callable[[str], Any], items: list[QAItem], concurrency:
         async with limit:
             try:
                 return await ask(item.question)
-            except (LlmhostClientError, httpx.HTTPError) as exc:
+            except LlmhostClientError as exc:
                 return str(exc)
+            except httpx.TimeoutException as exc:
+                return f"no answer within the timeout ({type(exc).__name__})"
+            except httpx.HTTPError as exc:  # the chat path's own httpx calls
+                return f"{type(exc).__name__}: {exc}"
 
     return await asyncio.gather(*(one(item) for item in items))
 

@@ -158,3 +158,11 @@ def test_an_unreachable_server_fails_with_the_reason(tmp_path):
     assert report["num_errors"] == 2 and report["passed"] is False
     assert all("cannot reach" in i["error"] for i in report["items"])
     assert "2 of 2 requests failed" in r.stdout
+
+
+def test_chat_against_an_unreachable_server_names_the_error(tmp_path):
+    data, out = write_qa(tmp_path / "qa.jsonl", QA[:1]), tmp_path / "report.json"
+    url = f"http://127.0.0.1:{free_port()}"
+    r = llmhost_eval("--url", url, "--data", str(data), "--api", "chat", "--model", "m", "--out", str(out))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert json.loads(out.read_text())["items"][0]["error"].startswith("ConnectError: ")
