@@ -103,6 +103,24 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds running requests may take to finish after SIGTERM before they are cancelled.",
     )
+    sandbox: Literal["auto", "bwrap", "rlimits", "off"] = Field(
+        "auto",
+        description="Isolation for code tools (/get_observation). auto/bwrap: bubblewrap namespaces, and "
+        "refuse to run code when they do not work here; rlimits: resource limits only (code can read "
+        "this host's files and reach its network); off: no isolation (trusted code only).",
+    )
+    sandbox_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="Wall-clock seconds one code execution may run before it is killed."
+    )
+    sandbox_max_output_bytes: int = Field(
+        64 * 1024, ge=1, description="Bytes of stdout+stderr kept per execution; past that it is killed."
+    )
+    sandbox_max_concurrency: int = Field(
+        4, ge=1, le=1024, description="Code executions that run at the same time; more wait in the queue."
+    )
+    sandbox_max_queue: int = Field(
+        1024, ge=0, description="Code executions that may wait for a slot; past that the call answers busy."
+    )
 
     @field_validator("served_model_name", "api_key", "allowed_origins", mode="before")
     @classmethod

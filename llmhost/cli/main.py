@@ -15,6 +15,7 @@ from llmhost.cli.chat import chat as chat_command
 from llmhost.cli.eval import eval_command
 from llmhost.cli.options import with_settings_options
 from llmhost.cli.plan import plan as plan_command
+from llmhost.cli.tool_server import tool_server as tool_server_command
 
 app = typer.Typer(
     name="llmhost",
@@ -184,6 +185,7 @@ def run_server(settings: Any) -> int:
 
 app.command("chat")(chat_command)  # talk to a running server (llmhost/cli/chat.py)
 app.command("plan")(plan_command)  # will a model fit these GPUs (llmhost/cli/plan.py)
+app.command("tool-server")(tool_server_command)  # /get_observation alone (llmhost/cli/tool_server.py)
 app.command("eval")(eval_command)  # how good are a server's answers to a QA set (llmhost/cli/eval.py)
 
 

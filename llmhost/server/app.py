@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from llmhost import __version__
 from llmhost.config import Settings
 from llmhost.engines.base import Engine
-from llmhost.faces import ops, predict
+from llmhost.faces import ops, predict, tools
 from llmhost.faces.openai import chat, completions
 from llmhost.faces.simple import router as simple_router
 from llmhost.server.auth import ApiKeyMiddleware, load_api_keys
@@ -63,4 +63,5 @@ def create_app(
     app.include_router(completions.router)
     app.include_router(simple_router)  # /api/v1: seed 002's chat service
     app.include_router(predict.router)
+    app.include_router(tools.router)  # verl-tool /get_observation (CONTRACTS.md §5)
     return app

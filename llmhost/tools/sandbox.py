@@ -1,0 +1,365 @@
+"""Run untrusted Python in a child process and return what it did, without trusting it.
+
+Isolation comes in layers, chosen once by `Sandbox.probe()`:
+
+- `bwrap` (preferred): bubblewrap puts the child in new user/pid/net/ipc/uts/mount namespaces. It sees
+  only `/usr` and the interpreter's prefix (read-only), a size-limited tmpfs as `/work` and `/tmp`, the
+  program file (read-only), no network but its own loopback, and an environment built from an allow-list
+  (never the server's). `--die-with-parent` and the pid namespace take every descendant down with it.
+- `rlimits`: a plain child in its own session with rlimits and a cleared environment. It can read what
+  the server's user can read and reach the network, and a grandchild that calls `setsid()` escapes the
+  process-group kill: only for operators who chose it explicitly.
+- `off`: no limits beyond the deadline, output cap and cleared environment (trusted code only).
+
+In every mode a small launcher (`_LAUNCHER`) sets rlimits inside the child — address space, CPU seconds
+(soft < hard, so the program first gets SIGXCPU), file size, open files, processes, no core files — and
+then `exec`s the interpreter on the program; the parent enforces a wall-clock deadline by SIGKILLing the
+whole process group, caps the output (marked truncated) and gives the child no stdin.
+
+`auto` refuses to run code (`SandboxUnavailable`) when bubblewrap does not work here; it never falls back
+to weaker isolation silently. No seccomp filter is installed (pyseccomp is not a dependency); the network
+namespace is what keeps the network out. RLIMIT_NPROC does nothing when the server runs as root (the
+kernel exempts uid 0, and bwrap's user namespace maps the sandbox uid to the real one); the pid
+namespace and the wall-clock kill still bound a fork bomb in `bwrap` mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from llmhost.errors import LlmhostError, QueueFull
+
+log = logging.getLogger("llmhost.sandbox")
+
+SandboxMode = Literal["auto", "bwrap", "rlimits", "off"]
+ActiveMode = Literal["bwrap", "rlimits", "off", "unavailable"]
+
+
+class SandboxUnavailable(LlmhostError):
+    """No isolation the operator accepted works on this machine, so code is not run."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="sandbox_unavailable")
+
+
+class SandboxBusy(QueueFull):
+    """Every execution slot is taken and the wait queue is full."""
+
+    def __init__(self, message: str = "the sandbox is busy: too many executions are queued") -> None:
+        super().__init__(message, retry_after_s=1)
+        self.code = "sandbox_busy"
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_s: float = 10.0
+    max_output_bytes: int = 64 * 1024
+    address_space_bytes: int = 1024 * 1024 * 1024
+    file_size_bytes: int = 16 * 1024 * 1024
+    open_files: int = 64
+    processes: int = 64  # not enforced for a real root uid (the kernel ignores RLIMIT_NPROC for root)
+    tmpfs_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass
+class ExecutionResult:
+    stdout: str
+    stderr: str
+    exit_code: int | None  # negative: killed by that signal (bwrap's 128+N is mapped back to -N)
+    timed_out: bool
+    truncated: bool
+    duration_s: float
+    mode: ActiveMode
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Runs inside the child: set the limits, then become the program (limits survive exec). argv: the
+# program path, then the limit values. `-I` keeps the user's site-packages and PYTHON* variables out.
+_LAUNCHER = """\
+import os, resource, sys
+path, as_, cpu, fsize, nofile, nproc = sys.argv[1], *map(int, sys.argv[2:7])
+for what, soft, hard in ((resource.RLIMIT_AS, as_, as_), (resource.RLIMIT_CPU, cpu, cpu + 1),
+                         (resource.RLIMIT_FSIZE, fsize, fsize), (resource.RLIMIT_NOFILE, nofile, nofile),
+                         (resource.RLIMIT_NPROC, nproc, nproc), (resource.RLIMIT_CORE, 0, 0)):
+    if soft > 0:
+        resource.setrlimit(what, (soft, hard))
+os.execv(sys.executable, [sys.executable, "-I", path])
+"""
+
+_ALLOWED_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/work",
+    "LANG": "C.UTF-8",
+    "PYTHONIOENCODING": "utf-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "OMP_NUM_THREADS": "1",
+    "MPLBACKEND": "Agg",
+}
+
+
+def _interpreter() -> tuple[str, str]:
+    """The real interpreter binary (not a venv symlink) and the prefix it needs to start."""
+    return os.path.realpath(sys.executable), sys.base_prefix
+
+
+class Sandbox:
+    """Runs programs one child each; at most `max_concurrency` at once, `max_queue` more waiting."""
+
+    def __init__(
+        self,
+        mode: SandboxMode = "auto",
+        limits: Limits | None = None,
+        *,
+        max_concurrency: int = 4,
+        max_queue: int | None = None,
+    ) -> None:
+        self.requested_mode: SandboxMode = mode
+        self.limits = limits or Limits()
+        self.max_concurrency = max_concurrency
+        self.max_queue = max_queue if max_queue is not None else 1024
+        self.mode: ActiveMode | None = None  # set by probe()
+        self.unavailable_reason = ""
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._waiting = 0
+        self.num_running = 0
+        self._bwrap = shutil.which("bwrap")
+        self._probing = asyncio.Lock()  # concurrent first calls share one probe
+
+    async def probe(self) -> ActiveMode:
+        """Pick the active mode once (idempotent) and log it."""
+        if self.mode is not None:
+            return self.mode
+        async with self._probing:
+            if self.mode is None:
+                await self._choose_mode()
+        assert self.mode is not None
+        return self.mode
+
+    async def _choose_mode(self) -> None:
+        if self.requested_mode in ("rlimits", "off"):
+            self.mode = self.requested_mode
+            log.warning(
+                "sandbox mode: %s (chosen explicitly; code is NOT isolated from this host)", self.mode
+            )
+            return
+        reason = await self._probe_bwrap()
+        if reason is None:
+            self.mode = "bwrap"
+            log.info("sandbox mode: bwrap (namespaces, read-only /usr, tmpfs work dir, no network)")
+        else:
+            self.mode = "unavailable"
+            self.unavailable_reason = (
+                f"code execution is disabled: bubblewrap isolation does not work here ({reason}); "
+                "install bubblewrap or choose --sandbox rlimits|off explicitly"
+            )
+            log.error("sandbox mode: unavailable (--sandbox %s): %s", self.requested_mode, reason)
+
+    async def _probe_bwrap(self) -> str | None:
+        if self._bwrap is None:
+            return "`bwrap` is not installed"
+        with tempfile.TemporaryDirectory(prefix="llmhost-probe-") as tmp:
+            path = os.path.join(tmp, "main.py")
+            with open(path, "w") as f:
+                f.write("print('ok')\n")
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *self._bwrap_argv(tmp),
+                    *self._launcher_argv("/code/main.py"),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    env={},
+                    start_new_session=True,
+                )
+                out, err = await asyncio.wait_for(proc.communicate(), timeout=15)
+            except (OSError, TimeoutError) as exc:
+                return f"probe failed: {exc!r}"
+        if proc.returncode != 0 or out.strip() != b"ok":
+            return err.decode(errors="replace").strip()[:300] or f"probe exited with {proc.returncode}"
+        return None
+
+    def _bwrap_argv(self, code_dir: str) -> list[str]:
+        exe, prefix = _interpreter()
+        argv = [
+            self._bwrap or "bwrap",
+            "--unshare-all",
+            "--unshare-user",
+            "--uid", "1000", "--gid", "1000",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop", "ALL",
+            "--clearenv",
+            "--ro-bind", "/usr", "/usr",
+            "--symlink", "usr/bin", "/bin",
+            "--symlink", "usr/lib", "/lib",
+        ]  # fmt: skip
+        if os.path.isdir("/usr/lib64"):
+            argv += ["--symlink", "usr/lib64", "/lib64"]
+        if not prefix.startswith("/usr/"):
+            argv += ["--ro-bind", prefix, prefix]
+        if not exe.startswith(("/usr/", prefix + "/")):
+            argv += ["--ro-bind", exe, exe]
+        size = str(self.limits.tmpfs_bytes)
+        argv += [
+            "--proc", "/proc",
+            "--dev", "/dev",
+            "--size", size, "--tmpfs", "/tmp",
+            "--size", size, "--tmpfs", "/work",
+            "--ro-bind", code_dir, "/code",
+            "--chdir", "/work",
+            "--remount-ro", "/",
+        ]  # fmt: skip
+        for key, value in _ALLOWED_ENV.items():
+            argv += ["--setenv", key, value]
+        return argv
+
+    def _launcher_argv(self, program: str) -> list[str]:
+        exe, _ = _interpreter()
+        lim = self.limits
+        cpu = int(lim.timeout_s) + 1
+        if self.mode == "off":
+            values = [0, 0, 0, 0, 0]
+        else:
+            values = [lim.address_space_bytes, cpu, lim.file_size_bytes, lim.open_files, lim.processes]
+        return [exe, "-I", "-c", _LAUNCHER, program, *map(str, values)]
+
+    def admit(self, num_runs: int) -> None:
+        """Refuse (`SandboxBusy`) `num_runs` executions at once unless they all fit in the free slots
+        plus the queue, so a batch is taken whole or not at all. (Two batches admitted in the same loop
+        tick, before either has started waiting, may overshoot the queue by one batch.)"""
+        if self.num_running + self._waiting + num_runs > self.max_concurrency + self.max_queue:
+            raise SandboxBusy()
+
+    async def run(self, code: str, *, is_admitted: bool = False) -> ExecutionResult:
+        """Run `code` as a program; raises `SandboxUnavailable` or `SandboxBusy` (unless `admit` already
+        took it), never the program's own failures (those are in the result)."""
+        mode = await self.probe()
+        if mode == "unavailable":
+            raise SandboxUnavailable(self.unavailable_reason)
+        if not is_admitted:
+            self.admit(1)
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        self.num_running += 1
+        try:
+            return await self._run_one(code, mode)
+        finally:
+            self.num_running -= 1
+            self._slots.release()
+
+    async def _run_one(self, code: str, mode: ActiveMode) -> ExecutionResult:
+        lim = self.limits
+        with tempfile.TemporaryDirectory(prefix="llmhost-sandbox-") as tmp:
+            code_dir = os.path.join(tmp, "code")
+            os.mkdir(code_dir)
+            os.chmod(code_dir, 0o755)
+            with open(os.path.join(code_dir, "main.py"), "w", encoding="utf-8") as f:
+                f.write(code)
+            if mode == "bwrap":
+                argv = self._bwrap_argv(code_dir) + self._launcher_argv("/code/main.py")
+                cwd, env = None, {}
+            else:
+                work = os.path.join(tmp, "work")
+                os.mkdir(work)
+                argv = self._launcher_argv(os.path.join(code_dir, "main.py"))
+                cwd, env = work, {**_ALLOWED_ENV, "HOME": work}
+            started = time.monotonic()
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,  # its own process group: one killpg takes every descendant
+            )
+            budget = _OutputBudget(lim.max_output_bytes)
+            readers = [
+                asyncio.create_task(budget.read(proc.stdout, "stdout", lambda: _kill_group(proc))),
+                asyncio.create_task(budget.read(proc.stderr, "stderr", lambda: _kill_group(proc))),
+            ]
+            timed_out = False
+            try:
+                timed_out = not await _exited_by(proc, started + lim.timeout_s)
+            finally:
+                _kill_group(proc)  # on timeout, and leftovers that left the program but not its group
+                # A grandchild that left the group may still hold the pipes: stop reading shortly after.
+                _, pending = await asyncio.wait(readers, timeout=0.5)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    transport = getattr(proc, "_transport", None)
+                    if transport is not None:
+                        transport.close()
+                await proc.wait()
+            duration = time.monotonic() - started
+        code_ = proc.returncode
+        if mode == "bwrap" and code_ is not None and code_ > 128:
+            code_ = -(code_ - 128)  # bwrap reports the program's death by signal N as 128+N
+        return ExecutionResult(
+            stdout=budget.text("stdout"),
+            stderr=budget.text("stderr"),
+            exit_code=code_,
+            timed_out=timed_out,
+            truncated=budget.truncated,
+            duration_s=round(duration, 4),
+            mode=mode,
+        )
+
+
+class _OutputBudget:
+    """Both pipes share one byte budget; past it the program is killed and the result marked truncated."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.left = max_bytes
+        self.truncated = False
+        self.chunks: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+
+    async def read(self, stream: asyncio.StreamReader | None, name: str, on_full: object) -> None:
+        if stream is None:
+            return
+        while chunk := await stream.read(65536):
+            if self.truncated:
+                continue
+            if len(chunk) > self.left:
+                self.chunks[name].append(chunk[: self.left])
+                self.left = 0
+                self.truncated = True
+                on_full()  # type: ignore[operator]
+                continue
+            self.chunks[name].append(chunk)
+            self.left -= len(chunk)
+
+    def text(self, name: str) -> str:
+        return b"".join(self.chunks[name]).decode("utf-8", errors="replace")
+
+
+async def _exited_by(proc: asyncio.subprocess.Process, deadline: float) -> bool:
+    """Whether the child exited before `deadline`. Polls the exit status rather than awaiting
+    `proc.wait()`, which also waits for the pipes to close (a detached grandchild may hold them)."""
+    while proc.returncode is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        await asyncio.sleep(min(0.005, left))
+    return True
+
+
+def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)

@@ -1,0 +1,188 @@
+"""The sandbox with real child processes: results, deadline, output cap, isolation, refusal, busy queue.
+
+The isolation tests need bubblewrap that works on this machine (`make test` installs it where apt-get
+can); without it they are skipped with the reason, and the rest run in `rlimits` mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+
+import pytest
+
+from llmhost.tools.sandbox import Limits, Sandbox, SandboxBusy, SandboxUnavailable
+
+
+def _bwrap_works() -> tuple[bool, str]:
+    sandbox = Sandbox("auto")
+    mode = asyncio.run(sandbox.probe())
+    return mode == "bwrap", sandbox.unavailable_reason
+
+
+BWRAP_WORKS, BWRAP_REASON = _bwrap_works()
+MODE = "bwrap" if BWRAP_WORKS else "rlimits"  # the strongest mode that runs here
+needs_bwrap = pytest.mark.skipif(not BWRAP_WORKS, reason=f"bubblewrap does not work here: {BWRAP_REASON}")
+
+
+def make(mode: str = MODE, **limits: object) -> Sandbox:
+    return Sandbox(mode, Limits(**{"timeout_s": 5.0, **limits}))  # type: ignore[arg-type]
+
+
+def test_reports_the_mode_in_use():
+    print(f"sandbox mode for these tests: {MODE}")
+    assert asyncio.run(make().probe()) == MODE
+
+
+async def test_stdout_stderr_and_exit_code():
+    result = await make().run("import sys\nprint('out')\nprint('err', file=sys.stderr)\nsys.exit(3)")
+    assert (result.stdout, result.stderr, result.exit_code) == ("out\n", "err\n", 3)
+    assert not result.timed_out and not result.truncated and result.mode == MODE
+    assert result.duration_s < 5
+
+
+async def test_exceptions_and_signals_are_results():
+    failed = await make().run("1/0")
+    assert failed.exit_code == 1 and "ZeroDivisionError" in failed.stderr
+    crashed = await make().run("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)")
+    assert crashed.exit_code == -11
+
+
+async def test_stdin_is_empty():
+    result = await make().run("import sys\nprint(repr(sys.stdin.read()))")
+    assert result.stdout == "''\n"
+
+
+async def test_infinite_loop_is_killed_at_the_deadline():
+    started = time.monotonic()
+    result = await make(timeout_s=1.0).run("while True:\n    pass")
+    assert result.timed_out and result.exit_code is not None and result.exit_code < 0
+    assert time.monotonic() - started < 4
+
+
+async def test_sleep_past_the_deadline_is_killed():
+    result = await make(timeout_s=0.5).run("import time\nprint('before', flush=True)\ntime.sleep(60)")
+    assert result.timed_out and result.stdout == "before\n" and result.duration_s < 3
+
+
+async def test_huge_output_is_truncated():
+    started = time.monotonic()
+    result = await make(max_output_bytes=1000).run("print('x' * 100_000_000)")
+    assert result.truncated and len(result.stdout) == 1000
+    assert time.monotonic() - started < 4
+
+
+async def test_invalid_utf8_on_stderr_does_not_break_decoding():
+    result = await make().run("import sys\nsys.stderr.buffer.write(b'\\xff\\xfe bad')")
+    assert "bad" in result.stderr and "\ufffd" in result.stderr
+
+
+async def test_environment_is_an_allow_list(monkeypatch):
+    monkeypatch.setenv("LLMHOST_FAKE_SECRET", "hunter2")
+    result = await make().run("import os\nprint(sorted(os.environ.items()))")
+    assert "hunter2" not in result.stdout and "LLMHOST_FAKE_SECRET" not in result.stdout
+
+
+@needs_bwrap
+async def test_bwrap_has_no_network():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        code = (
+            "import socket\ns = socket.socket()\ns.settimeout(2)\n"
+            f"try:\n    s.connect(('127.0.0.1', {port}))\n    print('connected')\n"
+            "except OSError as e:\n    print('failed', e.errno)"
+        )
+        result = await make().run(code)
+        assert result.stdout.startswith("failed"), result
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing reached the host's listener
+
+
+@needs_bwrap
+async def test_bwrap_cannot_read_files_outside(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the server's secret")
+    for path in (str(secret), "/etc/passwd", os.path.abspath(__file__)):
+        result = await make().run(f"print(open({path!r}).read())")
+        assert result.exit_code == 1 and "FileNotFoundError" in result.stderr, (path, result)
+
+
+@needs_bwrap
+async def test_bwrap_filesystem_is_read_only_but_work_dir_is_writable():
+    code = (
+        "import os\nopen('note.txt', 'w').write('ok')\nprint(open('note.txt').read())\n"
+        "for p in ('/usr/evil', '/evil'):\n"
+        "    try:\n        open(p, 'w')\n        print('wrote', p)\n"
+        "    except OSError as e:\n        print('denied', e.errno)"
+    )
+    result = await make().run(code)
+    assert result.stdout.splitlines()[0] == "ok" and "wrote" not in result.stdout, result
+
+
+@needs_bwrap
+async def test_bwrap_leaves_no_background_process():
+    code = "import subprocess\nsubprocess.Popen(['sleep', '1000'], start_new_session=True)\nprint('started')"
+    result = await make().run(code)
+    assert result.stdout == "started\n" and not result.timed_out
+    await asyncio.sleep(0.3)
+    survivors = [
+        pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline(pid) == b"sleep\x001000\x00"
+    ]
+    assert survivors == []
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+async def test_auto_refuses_without_isolation(monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: None)  # as on a machine without bubblewrap
+    sandbox = Sandbox("auto")
+    assert await sandbox.probe() == "unavailable"
+    with pytest.raises(SandboxUnavailable, match="rlimits"):
+        await sandbox.run("print(1)")
+
+
+async def test_explicit_bwrap_without_bubblewrap_refuses_too(monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(SandboxUnavailable):
+        await Sandbox("bwrap").run("print(1)")
+
+
+async def test_busy_queue_refuses_and_a_later_call_still_runs():
+    sandbox = Sandbox(MODE, Limits(timeout_s=5.0), max_concurrency=1, max_queue=1)
+    await sandbox.probe()
+    slow = asyncio.create_task(sandbox.run("import time\ntime.sleep(0.6)"))
+    queued = asyncio.create_task(sandbox.run("print('queued')"))
+    await asyncio.sleep(0.1)  # both admitted: one runs, one waits
+    assert sandbox.num_running == 1
+    with pytest.raises(SandboxBusy):
+        await sandbox.run("print('refused')")
+    assert (await queued).stdout == "queued\n"
+    await slow
+    assert (await sandbox.run("print('later')")).stdout == "later\n"
+
+
+async def test_concurrency_is_capped():
+    sandbox = Sandbox(MODE, Limits(timeout_s=5.0), max_concurrency=2)
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, sandbox.num_running)
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch())
+    results = await asyncio.gather(*(sandbox.run("import time\ntime.sleep(0.2)") for _ in range(6)))
+    watcher.cancel()
+    assert all(r.exit_code == 0 for r in results) and peak == 2
