@@ -48,11 +48,16 @@ PR_SET_PDEATHSIG = 1
 
 
 def start_server(
-    tmp_dir: Path, *args: str, env: dict[str, str] | None = None, timeout_s: float = 120.0
+    tmp_dir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 120.0,
+    command: str = "serve",
 ) -> RunningServer:
+    """Start `llmhost COMMAND --port P ARGS` (default `serve`) and wait until its /health is 200."""
     port = free_port()
-    log_path = tmp_dir / f"server-{port}.log"
-    cmd = [sys.executable, "-m", "llmhost", "serve", "--port", str(port), *args]
+    log_path = tmp_dir / f"{command}-{port}.log"
+    cmd = [sys.executable, "-m", "llmhost", command, "--port", str(port), *args]
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             cmd,

@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,7 +10,7 @@ import pytest
 
 from llmhost.tools.observation import extract_code, format_output, wrap_observation
 from llmhost.tools.sandbox import ExecutionResult
-from tests.conftest import RunningServer, _die_with_parent, free_port, stop_server
+from tests.conftest import RunningServer, start_server, stop_server
 from tests.scripted_engine import ScriptedEngine, scripted_client
 from tests.tools.test_sandbox import BWRAP_WORKS, MODE
 
@@ -95,31 +91,10 @@ async def check_batch_contract(post) -> None:
 
 
 def start_tool_server(tmp_dir: Path, *args: str, timeout_s: float = 30.0) -> RunningServer:
-    port = free_port()
-    log_path = tmp_dir / f"tool-server-{port}.log"
-    cmd = [sys.executable, "-m", "llmhost", "tool-server", "--port", str(port), *args]
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            cmd,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "LLMHOST_FAKE_SECRET": "hunter2"},
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-    server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"tool server exited with {process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    stop_server(server)
-    raise RuntimeError(f"tool server not healthy within {timeout_s}s:\n{server.log()}")
+    # A fake secret in the server's environment: the sandbox must never pass it to the code it runs.
+    return start_server(
+        tmp_dir, *args, env={"LLMHOST_FAKE_SECRET": "hunter2"}, timeout_s=timeout_s, command="tool-server"
+    )
 
 
 @pytest.fixture(scope="module")
