@@ -28,12 +28,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from pydantic_core import PydanticCustomError
-from starlette.types import Receive, Scope, Send
 
 from llmhost.conversation.reasoning import strip_thinking
 from llmhost.errors import ContextLengthExceeded
 from llmhost.server.deps import StateDep
-from llmhost.server.errors import shaped_route_class
+from llmhost.server.errors import detail_error_body, responder, shaped_route_class
 from llmhost.server.generation import collect
 from llmhost.server.state import ServerState
 from llmhost.types import SamplingParams
@@ -101,10 +100,6 @@ class PredictRequest(BaseModel):
         )
 
 
-def detail_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status, headers=headers)
-
-
 def validation_message(exc: RequestValidationError, content_type: str = "application/json") -> str:
     """One readable sentence for the first problem pydantic found."""
     errors = exc.errors()
@@ -131,20 +126,11 @@ def _describe_validation(exc: RequestValidationError, request: Request) -> str:
     return validation_message(exc, request.headers.get("content-type", ""))
 
 
-class PredictRoute(
-    shaped_route_class(detail_response, validation_status=422, describe_validation=_describe_validation)
-):
-    """Every error on these routes answers `{"detail": "…"}` (FastAPI's 422 for a bad body), never the
-    OpenAI shape. A wrong method is answered here too: the app-wide table shapes errors by path prefix,
-    and cannot tell `/` (this face's) from other paths."""
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.methods and scope["method"] not in self.methods:  # Starlette would raise to the app
-            allowed = ", ".join(sorted(self.methods))
-            response = detail_response(405, "Method Not Allowed", {"Allow": allowed})
-            await response(scope, receive, send)
-            return
-        await super().handle(scope, receive, send)
+# Every error on these routes answers `{"detail": "…"}` (FastAPI's 422 for a bad body), never the OpenAI
+# shape; a wrong method or unknown path is shaped by the app-wide table in `server/errors.py`.
+PredictRoute = shaped_route_class(
+    responder(detail_error_body), validation_status=422, describe_validation=_describe_validation
+)
 
 
 router = APIRouter(tags=["predict"], route_class=PredictRoute)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from llmhost.conversation.reasoning import ReasoningParserName, ReasoningSplitter, split_reasoning
 from llmhost.errors import LlmhostError
 from llmhost.server.deps import StateDep
-from llmhost.server.errors import describe, shaped_route_class
+from llmhost.server.errors import describe, responder, shaped_route_class, simple_error_body
 from llmhost.server.generation import collect, merge_streams
 from llmhost.server.sse import sse_response
 from llmhost.server.state import ChatPrompt, ServerState
@@ -43,15 +43,10 @@ DEFAULT_TOP_P = 0.95
 DEFAULT_TOP_K = 20
 
 
-# -- errors in this face's own shape ---------------------------------------------------------------
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(
-        {"response": "", "success": False, "error": message}, status_code=status, headers=headers
-    )
-
-
 # Errors on this face answer `{"response": "", "success": false, "error": …}`, bad input as 400.
-router = APIRouter(prefix="/api/v1", tags=["simple chat"], route_class=shaped_route_class(error_response))
+router = APIRouter(
+    prefix="/api/v1", tags=["simple chat"], route_class=shaped_route_class(responder(simple_error_body))
+)
 
 
 # -- wire schemas ----------------------------------------------------------------------------------

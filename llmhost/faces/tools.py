@@ -19,11 +19,10 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmhost.config import Settings
-from llmhost.server.errors import shaped_route_class
+from llmhost.server.errors import detail_error_body, responder, shaped_route_class
 from llmhost.tools.observation import ObservationService
 from llmhost.tools.sandbox import Limits, Sandbox, SandboxUnavailable
 
@@ -49,8 +48,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-def _respond(status: int, message: str, headers: dict[str, str] | None) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+_respond = responder(detail_error_body)
 
 
 router = APIRouter(

@@ -63,11 +63,7 @@ class ApiKeyMiddleware:
     async def _refuse(self, scope: Scope, send: Send) -> None:
         path = scope["path"]
         message = "a valid API key is required: send 'Authorization: Bearer <key>'"
-        # `GET /` belongs to the predict face (its harness polls it).
-        shape_path = "/predict" if path == "/" else path
-        body = json.dumps(
-            body_for_path(shape_path, message, "authentication_error", "invalid_api_key")
-        ).encode()
+        body = json.dumps(body_for_path(path, message, "authentication_error", "invalid_api_key")).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -59,19 +59,45 @@ _HTTP_TYPES = {
 }
 
 
-# Faces whose clients expect another error shape than OpenAI's (CONTRACTS.md §3, §4), by path prefix.
-# Errors raised before any route runs (auth, unknown path, wrong method) are shaped from this table.
-FACE_ERROR_SHAPES: list[tuple[str, Callable[[str], dict[str, Any]]]] = [
-    ("/api/v1/", lambda m: {"response": "", "success": False, "error": m}),
-    ("/predict", lambda m: {"detail": m}),
+Respond = Callable[[int, str, "dict[str, str] | None"], Response]
+
+
+def simple_error_body(message: str) -> dict[str, Any]:
+    """The simple chat API's error shape (CONTRACTS.md §3)."""
+    return {"response": "", "success": False, "error": message}
+
+
+def detail_error_body(message: str) -> dict[str, Any]:
+    """FastAPI's plain shape, which the predict harness and verl-tool clients read (§4, §5)."""
+    return {"detail": message}
+
+
+def _is_detail_path(path: str) -> bool:
+    return path in ("/", "/get_observation") or path.startswith("/predict")
+
+
+# Faces whose clients expect another error shape than OpenAI's. Errors raised before any route runs
+# (auth, unknown path, wrong method) are shaped from this table; routes use `shaped_route_class`.
+FACE_ERROR_SHAPES: list[tuple[Callable[[str], bool], Callable[[str], dict[str, Any]]]] = [
+    (lambda path: path.startswith("/api/v1/"), simple_error_body),
+    (_is_detail_path, detail_error_body),
 ]
 
 
 def body_for_path(path: str, message: str, type_: str, code: str | None = None) -> dict[str, Any]:
-    for prefix, shape in FACE_ERROR_SHAPES:
-        if path.startswith(prefix):
+    for matches, shape in FACE_ERROR_SHAPES:
+        if matches(path):
             return shape(message)
     return error_body(message, type_, None, code)
+
+
+def responder(shape: Callable[[str], dict[str, Any]]) -> Respond:
+    """`respond(status, message, headers)` answering in one face's error shape."""
+
+    def respond(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+        return JSONResponse(shape(message), status_code=status, headers=headers)
+
+    return respond
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | int | None = None) -> dict:
@@ -114,9 +140,6 @@ def validation_message(exc: RequestValidationError) -> str:
     """One clear sentence about the first problem in a request body."""
     errors = exc.errors()
     return _validation_message(errors[0]) if errors else "invalid request"
-
-
-Respond = Callable[[int, str, "dict[str, str] | None"], Response]
 
 
 def shaped_route_class(
