@@ -109,6 +109,18 @@ class Delta:
     stop_reason: str | int | None = None  # the stop string or token id that ended the sequence
     usage: Usage | None = None
 
+    def extend(self, later: Delta) -> None:
+        """Append a later delta of the same sequence (its end, when it has one, becomes this one's)."""
+        self.text += later.text
+        self.token_ids.extend(later.token_ids)
+        if later.logprobs is not None:
+            self.logprobs = (self.logprobs or []) + later.logprobs
+        if later.finish_reason is not None:
+            self.finish_reason = later.finish_reason
+            self.stop_reason = later.stop_reason
+        if later.usage is not None:
+            self.usage = later.usage
+
 
 @dataclass(frozen=True)
 class EngineInfo:

@@ -160,7 +160,7 @@ async def predict(body: PredictRequest, request: Request, state: StateDep) -> An
         state.settings.predict_max_new_tokens if body.max_new_tokens is None else body.max_new_tokens
     )
     body.sampling(max_new_tokens)  # reject bad sampling values before rendering anything
-    prompt_tokens = [state.chat_prompt_tokens(_messages(state, p)) for p in prompts]
+    prompt_tokens = [state.chat_prompt(_messages(state, p)).token_ids for p in prompts]
     params = _fit_to_context(state, prompt_tokens, body, max_new_tokens)
     # Admitted all at once (or 429 as a whole), every stream created before the first is read: the
     # engine sees the whole batch together and schedules it with continuous batching.

@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 
 from starlette.types import Receive
 
 from llmhost.errors import ClientDisconnected
-from llmhost.types import Delta, FinishReason, TokenLogprob
+from llmhost.types import Delta
 
 _DONE = object()
 
@@ -66,34 +65,13 @@ async def _aclose(stream: AsyncIterator[Delta]) -> None:
             await close()
 
 
-@dataclass
-class Completion:
-    """One finished choice, accumulated from its deltas (for non-streaming responses)."""
-
-    text: str = ""
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[TokenLogprob] | None = None
-    finish_reason: FinishReason | None = None
-    stop_reason: str | int | None = None
-    prompt_tokens: int = 0
-
-    def add(self, delta: Delta) -> None:
-        self.text += delta.text
-        self.token_ids.extend(delta.token_ids)
-        if delta.logprobs is not None:
-            self.logprobs = (self.logprobs or []) + delta.logprobs
-        if delta.finish_reason is not None:
-            self.finish_reason = delta.finish_reason
-            self.stop_reason = delta.stop_reason
-        if delta.usage is not None:
-            self.prompt_tokens = delta.usage.prompt_tokens
-
-
 async def collect(
     streams: Sequence[AsyncIterator[Delta]], *, until_disconnected: Receive | None = None
-) -> list[Completion]:
-    """Run every stream to its end. With `until_disconnected` (the request's ASGI `receive`), a client
-    that goes away before the answer is ready cancels the work, freeing the sequences at once."""
+) -> list[Delta]:
+    """Run every stream to its end, each into one `Delta` holding its whole output.
+
+    With `until_disconnected` (the request's ASGI `receive`), a client that goes away before the
+    answer is ready cancels the work, freeing the sequences at once."""
     if until_disconnected is None:
         return await _collect(streams)
     work = asyncio.create_task(_collect(streams))
@@ -110,10 +88,10 @@ async def collect(
     return work.result()
 
 
-async def _collect(streams: Sequence[AsyncIterator[Delta]]) -> list[Completion]:
-    results = [Completion() for _ in streams]
+async def _collect(streams: Sequence[AsyncIterator[Delta]]) -> list[Delta]:
+    results = [Delta() for _ in streams]
     async for index, delta in merge_streams(streams):
-        results[index].add(delta)
+        results[index].extend(delta)
     return results
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -15,49 +16,12 @@ from prometheus_client.registry import Collector
 
 from llmhost.types import EngineStats
 
-_LATENCY_BUCKETS = (
-    0.001,
-    0.005,
-    0.01,
-    0.02,
-    0.04,
-    0.06,
-    0.08,
-    0.1,
-    0.25,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    7.5,
-    10.0,
-    20.0,
-    40.0,
-    80.0,
-)
-_ITL_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.015,
-    0.02,
-    0.025,
-    0.03,
-    0.04,
-    0.05,
-    0.075,
-    0.1,
-    0.15,
-    0.2,
-    0.3,
-    0.4,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-)
+# fmt: off
+_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+                    10.0, 20.0, 40.0, 80.0)
+_ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2,
+                0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+# fmt: on
 
 
 class EngineCollector(Collector):
@@ -94,44 +58,35 @@ class ServerMetrics:
         self.model_name = model_name
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(EngineCollector(model_name, stats))
-        labels = ["model_name"]
-        r = self.registry
-        self.ttft = Histogram(
-            "vllm:time_to_first_token_seconds",
-            "Time to first token.",
-            labels,
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        ).labels(model_name)
-        self.itl = Histogram(
-            "vllm:inter_token_latency_seconds",
-            "Time between generated tokens.",
-            labels,
-            buckets=_ITL_BUCKETS,
-            registry=r,
-        ).labels(model_name)
-        self.e2e = Histogram(
-            "vllm:e2e_request_latency_seconds",
-            "End-to-end sequence latency.",
-            labels,
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        ).labels(model_name)
-        self.prompt_tokens = Counter(
-            "vllm:prompt_tokens", "Prompt tokens processed.", labels, registry=r
-        ).labels(model_name)
-        self.generation_tokens = Counter(
-            "vllm:generation_tokens", "Tokens generated.", labels, registry=r
-        ).labels(model_name)
-        self._success = Counter(
-            "vllm:request_success", "Sequences finished, by reason.", labels + ["finished_reason"], registry=r
+        self.ttft = self._histogram(
+            "vllm:time_to_first_token_seconds", "Time to first token.", _LATENCY_BUCKETS
         )
-        self._rejected = Counter(
-            "llmhost:requests_rejected",
-            "Requests refused by admission control.",
-            labels + ["reason"],
-            registry=r,
+        self.itl = self._histogram(
+            "vllm:inter_token_latency_seconds", "Time between generated tokens.", _ITL_BUCKETS
         )
+        self.e2e = self._histogram(
+            "vllm:e2e_request_latency_seconds", "End-to-end sequence latency.", _LATENCY_BUCKETS
+        )
+        self.prompt_tokens = self._counter("vllm:prompt_tokens", "Prompt tokens processed.").labels(
+            model_name
+        )
+        self.generation_tokens = self._counter("vllm:generation_tokens", "Tokens generated.").labels(
+            model_name
+        )
+        self._success = self._counter(
+            "vllm:request_success", "Sequences finished, by reason.", "finished_reason"
+        )
+        self._rejected = self._counter(
+            "llmhost:requests_rejected", "Requests refused by admission control.", "reason"
+        )
+
+    def _histogram(self, name: str, help_text: str, buckets: tuple[float, ...]) -> Any:
+        return Histogram(name, help_text, ["model_name"], buckets=buckets, registry=self.registry).labels(
+            self.model_name
+        )
+
+    def _counter(self, name: str, help_text: str, *extra_labels: str) -> Counter:
+        return Counter(name, help_text, ["model_name", *extra_labels], registry=self.registry)
 
     def finished(self, reason: str) -> None:
         self._success.labels(self.model_name, reason).inc()

@@ -128,18 +128,6 @@ class ServerState:
             raise ModelNotLoaded(self.load_error or "the model is still loading; retry shortly")
         return self.template
 
-    def chat_prompt_tokens(
-        self,
-        messages: list[dict[str, Any]],
-        *,
-        add_generation_prompt: bool = True,
-        template_kwargs: dict[str, Any] | None = None,
-    ) -> list[int]:
-        """Render a conversation with the model's template and tokenize it (specials parsed)."""
-        return self.chat_prompt(
-            messages, add_generation_prompt=add_generation_prompt, template_kwargs=template_kwargs
-        ).token_ids
-
     def chat_prompt(
         self,
         messages: list[dict[str, Any]],

@@ -187,7 +187,7 @@ class LlamaCppEngine:
                     if isinstance(nxt, Exception):
                         is_finished = True
                         raise nxt
-                    _merge_into(item, nxt)
+                    item.extend(nxt)
                 is_finished = item.finish_reason is not None
                 yield item
         finally:
@@ -211,13 +211,3 @@ class LlamaCppEngine:
         if self._model is None:
             raise ModelNotLoaded("the model is not loaded yet")
         return self._model
-
-
-def _merge_into(into: Delta, nxt: Delta) -> None:
-    into.text += nxt.text
-    into.token_ids.extend(nxt.token_ids)
-    if nxt.logprobs is not None:
-        into.logprobs = (into.logprobs or []) + nxt.logprobs
-    into.finish_reason = nxt.finish_reason
-    into.stop_reason = nxt.stop_reason
-    into.usage = nxt.usage
