@@ -289,6 +289,10 @@ class Client(_Base):
         """The served model names (`GET /v1/models`), first the one reported in answers."""
         return [m["id"] for m in _json(self._request("GET", "/v1/models"))["data"]]
 
+    def chat_completion(self, messages: list[Message], **opts: Any) -> dict[str, Any]:
+        """`POST /v1/chat/completions` (not streamed): the response body."""
+        return _json(self._request("POST", "/v1/chat/completions", json={"messages": messages, **opts}))
+
     def chat_completion_stream(self, messages: list[Message], **opts: Any) -> Iterator[dict[str, Any]]:
         """`POST /v1/chat/completions` with `stream: true`: the chunk dicts, usage chunk included."""
         body = {"messages": messages, **opts, "stream": True}
@@ -386,6 +390,10 @@ class AsyncClient(_Base):
 
     async def models(self) -> list[str]:
         return [m["id"] for m in _json(await self._request("GET", "/v1/models"))["data"]]
+
+    async def chat_completion(self, messages: list[Message], **opts: Any) -> dict[str, Any]:
+        body = {"messages": messages, **opts}
+        return _json(await self._request("POST", "/v1/chat/completions", json=body))
 
     async def chat_completion_stream(
         self, messages: list[Message], **opts: Any

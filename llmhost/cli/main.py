@@ -13,7 +13,7 @@ import typer
 
 from llmhost.cli.chat import chat as chat_command
 from llmhost.cli.eval import eval_command
-from llmhost.cli.options import with_settings_options
+from llmhost.cli.options import configure_logging, load_settings, with_settings_options
 from llmhost.cli.plan import plan as plan_command
 from llmhost.cli.tool_server import tool_server as tool_server_command
 
@@ -29,15 +29,6 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """llmhost: one server for the OpenAI API and the contracts your team's clients expect."""
-
-
-def _configure_logging(level: str, log_file: str | None = None) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_file and not _is_stderr(log_file):  # --detach already sends stderr to that file
-        handlers.append(logging.FileHandler(log_file))
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers
-    )
 
 
 _DETACH = inspect.Parameter(
@@ -60,33 +51,16 @@ _DETACH_TIMEOUT = inspect.Parameter(
 )
 
 
-def _is_stderr(path: str) -> bool:
-    try:
-        a, b = os.fstat(sys.stderr.fileno()), os.stat(path)
-    except (OSError, ValueError):
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 @with_settings_options(extra=[_DETACH, _DETACH_TIMEOUT])
 def serve(**options: Any) -> None:
     """Serve a model (default: the embedded SmolLM2-135M-Instruct) over every API face."""
-    from pydantic import ValidationError
-
-    from llmhost.config import Settings
-
-    config = options.pop("config", None)
     detach, ready_timeout = options.pop("detach"), options.pop("ready_timeout")
-    try:
-        settings = Settings.load(config, **options)
-    except (ValidationError, FileNotFoundError) as exc:
-        typer.echo(f"invalid settings: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    settings = load_settings(options)
     if detach:
         _serve_detached(settings, ready_timeout)
         return
-    _configure_logging(settings.log_level, settings.log_file)
+    configure_logging(settings.log_level, settings.log_file)
     sys.exit(run_server(settings))
 
 

@@ -6,15 +6,10 @@ Its flags are the `Settings` fields it uses, with the same help text, env vars a
 
 from __future__ import annotations
 
-import inspect
 import logging
-import sys
 from typing import Any
 
-import typer
-
-from llmhost.cli.options import _option
-from llmhost.config import Settings
+from llmhost.cli.options import configure_logging, load_settings, with_settings_options
 
 _FIELDS = (
     "host",
@@ -28,24 +23,15 @@ _FIELDS = (
 )
 
 
+@with_settings_options(fields=_FIELDS)
 def tool_server(**options: Any) -> None:
     """Serve the code tool (verl-tool `/get_observation`) alone, backed by the Python sandbox."""
     import uvicorn
-    from pydantic import ValidationError
 
     from llmhost.faces.tools import create_tool_app
 
-    config = options.pop("config", None)
-    try:
-        settings = Settings.load(config, **options)
-    except (ValidationError, FileNotFoundError) as exc:
-        typer.echo(f"invalid settings: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=[logging.StreamHandler(sys.stderr)],
-    )
+    settings = load_settings(options)
+    configure_logging(settings.log_level)
     logging.getLogger("llmhost").info(
         "tool server on http://%s:%d/get_observation", settings.host, settings.port
     )
@@ -55,16 +41,3 @@ def tool_server(**options: Any) -> None:
         port=settings.port,
         log_level="warning" if settings.log_level == "info" else settings.log_level,
     )
-
-
-tool_server.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [
-        inspect.Parameter(
-            "config",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(None, "--config", help="YAML file with settings keys."),
-            annotation=str | None,
-        ),
-        *(_option(name, Settings.model_fields[name]) for name in _FIELDS),
-    ]
-)

@@ -19,9 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from llmhost.client import AsyncClient, LlmhostClientError, LlmhostHTTPError, server_message
+from llmhost.client import AsyncClient, LlmhostClientError, LlmhostHTTPError
 
 APIS = ("predict", "predict-batch", "chat")
 QUESTION_KEYS = ("question", "prompt")
@@ -123,21 +121,14 @@ async def _ask_predict(client: AsyncClient, question: str, opts: dict[str, Any])
     return _Answer(str(answer), time.perf_counter() - start)
 
 
-async def _ask_chat(http: httpx.AsyncClient, model: str, question: str, opts: dict[str, Any]) -> _Answer:
-    body = {"model": model, "messages": [{"role": "user", "content": question}], **opts}
+async def _ask_chat(client: AsyncClient, model: str, question: str, opts: dict[str, Any]) -> _Answer:
     start = time.perf_counter()
-    response = await http.post("/v1/chat/completions", json=body)
+    payload = await client.chat_completion([{"role": "user", "content": question}], model=model, **opts)
     latency_s = time.perf_counter() - start
-    try:
-        payload = response.json()
-    except ValueError:
-        payload = None
-    if response.status_code >= 400:
-        raise LlmhostHTTPError(response.status_code, server_message(payload, response.text.strip()), payload)
     try:
         text = payload["choices"][0]["message"]["content"] or ""
     except (TypeError, KeyError, IndexError) as exc:
-        raise LlmhostHTTPError(response.status_code, "no choices[0].message.content in the answer") from exc
+        raise LlmhostHTTPError(200, "no choices[0].message.content in the answer", payload) from exc
     usage = payload.get("usage") or {}
     return _Answer(text, latency_s, usage.get("completion_tokens"))
 
@@ -151,20 +142,15 @@ async def _ask_each(ask: Callable[[str], Any], items: list[QAItem], concurrency:
             try:
                 return await ask(item.question)
             except LlmhostClientError as exc:
-                return str(exc)
-            except httpx.TimeoutException as exc:
-                return f"no answer within the timeout ({type(exc).__name__})"
-            except httpx.HTTPError as exc:  # the chat path's own httpx calls
-                return f"{type(exc).__name__}: {exc}"
+                return _error_text(exc)
 
     return await asyncio.gather(*(one(item) for item in items))
 
 
-async def _first_model(http: httpx.AsyncClient) -> str:
-    response = await http.get("/v1/models")
-    if response.status_code >= 400:
-        raise LlmhostHTTPError(response.status_code, f"GET /v1/models failed: {response.text.strip()}")
-    return response.json()["data"][0]["id"]
+def _error_text(exc: LlmhostClientError) -> str:
+    """The client's message, after the transport error's name when there is one (`ConnectError: …`)."""
+    cause = exc.__cause__
+    return f"{type(cause).__name__}: {exc}" if cause is not None else str(exc)
 
 
 async def collect_answers(
@@ -182,26 +168,24 @@ async def collect_answers(
     if api not in APIS:
         raise ValueError(f"unknown api {api!r}; choose one of {', '.join(APIS)}")
     start = time.perf_counter()
-    if api == "chat":
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        opts = {} if max_tokens is None else {"max_tokens": max_tokens}
-        async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=timeout_s) as http:
+    async with AsyncClient(url, api_key=api_key, timeout=timeout_s) as client:
+        if api == "chat":
+            opts = {} if max_tokens is None else {"max_tokens": max_tokens}
             try:
-                model = model or await _first_model(http)
-            except (LlmhostClientError, httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+                model = model or (await client.models())[0]
+            except (LlmhostClientError, KeyError, IndexError) as exc:
                 return [f"cannot find a model name (pass --model): {exc}"] * len(items), 0.0
             start = time.perf_counter()
-            answers = await _ask_each(lambda q: _ask_chat(http, model, q, opts), items, concurrency)
-        return answers, time.perf_counter() - start
-    opts = {} if max_tokens is None else {"max_new_tokens": max_tokens}
-    async with AsyncClient(url, api_key=api_key, timeout=timeout_s) as client:
+            answers = await _ask_each(lambda q: _ask_chat(client, model, q, opts), items, concurrency)
+            return answers, time.perf_counter() - start
+        opts = {} if max_tokens is None else {"max_new_tokens": max_tokens}
         if api == "predict":
             answers = await _ask_each(lambda q: _ask_predict(client, q, opts), items, concurrency)
             return answers, time.perf_counter() - start
         try:
             batch = await client.predict([item.question for item in items], **opts)
         except LlmhostClientError as exc:
-            return [str(exc)] * len(items), time.perf_counter() - start
+            return [_error_text(exc)] * len(items), time.perf_counter() - start
     return [_Answer(str(text)) for text in batch], time.perf_counter() - start
 
 
