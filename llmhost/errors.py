@@ -63,3 +63,18 @@ class RequestTimeout(LlmhostError):
 
 class ClientDisconnected(LlmhostError):
     """The client went away; its work was cancelled (nobody is left to read a response)."""
+
+
+class SandboxUnavailable(LlmhostError):
+    """No isolation the operator accepted works on this machine, so code is not run."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="sandbox_unavailable")
+
+
+class SandboxBusy(QueueFull):
+    """Every execution slot is taken and the wait queue is full."""
+
+    def __init__(self, message: str = "the sandbox is busy: too many executions are queued") -> None:
+        super().__init__(message, retry_after_s=1)
+        self.code = "sandbox_busy"

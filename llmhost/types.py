@@ -137,7 +137,6 @@ class EngineInfo:
     chat_template: str | None
     bos_token: str
     eos_token: str
-    eog_token_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from llmhost.config import Settings
 from llmhost.server.errors import detail_error_body, responder, shaped_route_class
 from llmhost.tools.observation import ObservationService
-from llmhost.tools.sandbox import Limits, Sandbox, SandboxUnavailable
+from llmhost.tools.sandbox import Limits, Sandbox
 
 log = logging.getLogger("llmhost.tools")
 
@@ -48,11 +48,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-_respond = responder(detail_error_body)
-
-
 router = APIRouter(
-    tags=["tools"], lifespan=_lifespan, route_class=shaped_route_class(_respond, validation_status=422)
+    tags=["tools"],
+    lifespan=_lifespan,
+    route_class=shaped_route_class(responder(detail_error_body), validation_status=422),
 )
 
 
@@ -101,10 +100,7 @@ class ObservationResponse(BaseModel):
 
 @router.post("/get_observation", response_model=None)
 async def get_observation(body: ObservationRequest, service: ServiceDep) -> Any:
-    try:
-        entries = await service.observe(body.trajectory_ids, body.actions, body.finish_flags())
-    except SandboxUnavailable as exc:
-        return _respond(503, exc.message, None)
+    entries = await service.observe(body.trajectory_ids, body.actions, body.finish_flags())
     return ObservationResponse(
         observations=[e.observation for e in entries],
         dones=[e.done for e in entries],

@@ -19,7 +19,6 @@ class ModelSource:
     path: Path  # the GGUF file (or, for other engines later, the model folder)
     format: str  # "gguf" or "hf"
     default_name: str  # served name when --served-model-name is not given
-    is_embedded: bool = False
 
 
 def embedded_model_path() -> Path:
@@ -37,7 +36,7 @@ def embedded_model_path() -> Path:
 
 def resolve_model(spec: str | None) -> ModelSource:
     if not spec:
-        return ModelSource(embedded_model_path(), "gguf", EMBEDDED_NAME, is_embedded=True)
+        return ModelSource(embedded_model_path(), "gguf", EMBEDDED_NAME)
     path = Path(spec).expanduser()
     if path.is_file():
         if path.suffix.lower() != ".gguf":

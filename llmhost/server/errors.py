@@ -29,6 +29,7 @@ from llmhost.errors import (
     ModelNotLoaded,
     QueueFull,
     RequestTimeout,
+    SandboxUnavailable,
 )
 
 log = logging.getLogger("llmhost.server")
@@ -42,6 +43,7 @@ ERROR_TABLE: list[tuple[type[LlmhostError], int, str]] = [
     (RequestTimeout, 504, "timeout_error"),
     (ClientDisconnected, 499, "client_closed_request"),  # nginx's code; nobody reads it
     (ModelNotLoaded, 503, "service_unavailable"),
+    (SandboxUnavailable, 503, "service_unavailable"),
     (ModelLoadError, 503, "service_unavailable"),
     (EngineError, 500, "internal_server_error"),
 ]

@@ -37,27 +37,12 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from llmhost.errors import LlmhostError, QueueFull
+from llmhost.errors import SandboxBusy, SandboxUnavailable
 
 log = logging.getLogger("llmhost.sandbox")
 
 SandboxMode = Literal["auto", "bwrap", "rlimits", "off"]
 ActiveMode = Literal["bwrap", "rlimits", "off", "unavailable"]
-
-
-class SandboxUnavailable(LlmhostError):
-    """No isolation the operator accepted works on this machine, so code is not run."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, code="sandbox_unavailable")
-
-
-class SandboxBusy(QueueFull):
-    """Every execution slot is taken and the wait queue is full."""
-
-    def __init__(self, message: str = "the sandbox is busy: too many executions are queued") -> None:
-        super().__init__(message, retry_after_s=1)
-        self.code = "sandbox_busy"
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,7 @@ class LlamaContext:
             raise ModelLoadError("llama.cpp could not create a context (out of memory?)")
         self.n_ctx_per_seq = int(C.llama_n_ctx_seq(self.ptr))
         self.memory = C.llama_get_memory(self.ptr)
-        self.batch = Batch(config.n_batch, config.n_seq)
+        self.batch = Batch(config.n_batch)
 
     def decode(self) -> int:
         """Run the model on the filled batch. 0 = ok; 1 = no KV room; negative = error."""
@@ -188,7 +188,7 @@ class LlamaContext:
 class Batch:
     """A reusable llama_batch: tokens of several sequences decoded in one call."""
 
-    def __init__(self, capacity: int, n_seq_max: int) -> None:
+    def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.raw = C.llama_batch_init(capacity, 0, 1)
         self.n_tokens = 0

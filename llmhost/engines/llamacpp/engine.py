@@ -93,7 +93,6 @@ class LlamaCppEngine:
             chat_template=model.meta("tokenizer.chat_template"),
             bos_token=model.token_text(model.bos_token_id),
             eos_token=model.token_text(eos_id),
-            eog_token_ids=model.eog_token_ids,
         )
         log.info(
             "loaded %s (%s) on cpu: max_model_len=%d, max_num_seqs=%d, threads=%d",
