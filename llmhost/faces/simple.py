@@ -155,7 +155,7 @@ async def chat_stream(body: SimpleChatRequest, state: StateDep) -> Response:
                 yield _event("chunk", answer)
         yield _event("end", "")
 
-    return sse_response(events(), error_event=_error_event)
+    return sse_response(events(), error_event=_error_event, shutdown_grace_s=state.settings.shutdown_grace)
 
 
 @router.get("/health", response_model=None)

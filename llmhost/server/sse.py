@@ -26,7 +26,7 @@ def sse_response(
     *,
     done: str | None = None,
     error_event: Callable[[BaseException], Any] | None = None,
-    shutdown_grace_s: float = 30.0,
+    shutdown_grace_s: float,
 ) -> EventSourceResponse:
     """Stream `events` (each an already-encoded `data:` payload), then `done` if given.
 
