@@ -122,7 +122,59 @@ class Settings(BaseSettings):
         1024, ge=0, description="Code executions that may wait for a slot; past that the call answers busy."
     )
 
-    @field_validator("served_model_name", "api_key", "allowed_origins", mode="before")
+    # -- engines: choice, fallback chains, upstream servers (README "Engines") ------------------------
+    engine: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["llama.cpp"],
+        description="Engine(s) to try, in order: llama.cpp (in-process, default), vllm, sglang, lmdeploy, "
+        "llama-server (supervised OpenAI-compatible child servers). A comma-separated list is a fallback "
+        "chain: the first that loads is served.",
+    )
+    fallback_model: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Model(s) to try when --model does not load, in order (repeat or comma-separate).",
+    )
+    engine_url: str | None = Field(
+        None,
+        description="Attach to a running OpenAI-compatible server (its base URL, e.g. http://gpu1:8000) "
+        "instead of loading an engine; prompts are still rendered and tokenized here from --model.",
+    )
+    engine_api_key: str | None = Field(
+        None, description="Bearer key for --engine-url (never logged, never passed to child servers)."
+    )
+    engine_python: str | None = Field(
+        None,
+        description="Python executable that runs a supervised engine (e.g. the venv vLLM lives in). "
+        "Default: this interpreter.",
+    )
+    engine_args: str | None = Field(
+        None, description='Extra arguments passed through to a supervised engine, e.g. "--enforce-eager".'
+    )
+    engine_startup_timeout: float = Field(
+        900.0, gt=0, description="Seconds a supervised engine may take to answer its health check."
+    )
+    engine_log_dir: str | None = Field(
+        None, description="Folder for supervised engines' output logs. Default: a temporary folder."
+    )
+    tensor_parallel_size: int = Field(
+        1, ge=1, le=64, description="GPUs one supervised engine spreads the model over (vLLM, SGLang...)."
+    )
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="Fraction of each GPU's memory a supervised engine may use."
+    )
+    quantization: str | None = Field(
+        None, description="Quantization method passed to a supervised engine (awq, gptq, fp8, ...)."
+    )
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Supervised engines to run (each on its own --tensor-parallel-size GPUs); requests go "
+        "to the one with the fewest in flight.",
+    )
+
+    @field_validator(
+        "served_model_name", "api_key", "allowed_origins", "engine", "fallback_model", mode="before"
+    )
     @classmethod
     def _split_names(cls, value: Any) -> Any:
         if isinstance(value, str):
