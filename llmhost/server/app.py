@@ -15,6 +15,7 @@ from llmhost.config import Settings
 from llmhost.engines.base import Engine
 from llmhost.faces import ops, predict, tools
 from llmhost.faces.openai import chat, completions
+from llmhost.faces.rewards import router as rewards_router
 from llmhost.faces.simple import router as simple_router
 from llmhost.server.auth import ApiKeyMiddleware, load_api_keys
 from llmhost.server.errors import install_error_handlers
@@ -64,4 +65,5 @@ def create_app(
     app.include_router(simple_router)  # /api/v1: seed 002's chat service
     app.include_router(predict.router)
     app.include_router(tools.router)  # verl-tool /get_observation (CONTRACTS.md §5)
+    app.include_router(rewards_router)  # /v1/rewards/consistency: seed 000's judge as a batch reward
     return app

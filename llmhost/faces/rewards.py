@@ -1,0 +1,110 @@
+"""`POST /v1/rewards/consistency`: the seed-000 consistency reward judged by the served model itself.
+
+    {"items": [{"question": …, "completion": "<think>T</think><answer>B</answer>", "solution": "B"}, …]}
+    → {"rewards": [1.0, 0.0, …], "judge_letters": ["B", null, …], "policy_letters": ["B", "C", …], …}
+
+Items that score 0 without a judge (no think block, no letter, a letter that differs from the
+reference's) never reach the engine; every other item's judge prompt is submitted at once, so the whole
+batch rides continuous batching instead of one HTTP round trip per completion (the original's way).
+The judge sees the question and the thinking only, with the seed's system prompt, temperature 0.1 and
+10 tokens (both can be changed per request). Errors are OpenAI-shaped: a bad body or a judge prompt
+that does not fit the context is a 400 naming the item, before any generation starts.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from llmhost.conversation.reasoning import strip_thinking
+from llmhost.errors import ContextLengthExceeded
+from llmhost.rewards.letters import (
+    JUDGE_MAX_TOKENS,
+    JUDGE_SYSTEM_PROMPT,
+    JUDGE_TEMPERATURE,
+    extract_option_letter,
+    judge_messages,
+    plan_item,
+)
+from llmhost.server.deps import StateDep
+from llmhost.server.generation import collect
+from llmhost.types import SamplingParams
+
+router = APIRouter(tags=["rewards"])
+
+Number = Annotated[float, Field(strict=True)]
+
+# A judge that reasons first (Qwen3) would spend its 10 tokens thinking; templates without the switch
+# ignore it.
+NO_THINKING = {"enable_thinking": False}
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class ConsistencyItem(_Request):
+    question: StrictStr
+    completion: StrictStr
+    solution: StrictStr
+
+
+class ConsistencyRequest(_Request):
+    items: list[ConsistencyItem] = Field(min_length=1)
+    model: StrictStr | None = None
+    temperature: Number = Field(JUDGE_TEMPERATURE, ge=0.0, le=2.0)
+    max_tokens: StrictInt = Field(JUDGE_MAX_TOKENS, ge=1, le=256)
+    system_prompt: StrictStr = JUDGE_SYSTEM_PROMPT
+    seed: StrictInt | None = None
+
+
+@router.post("/v1/rewards/consistency")
+async def consistency(body: ConsistencyRequest, state: StateDep, request: Request) -> dict:
+    """Rewards in {0.0, 1.0}, one per item, with the letters that decided each."""
+    state.require_loaded()
+    model_name = state.resolve_model(body.model)
+    plans = [plan_item(item.completion, item.solution) for item in body.items]
+    todo = [i for i, p in enumerate(plans) if p.needs_judge]
+    prompts = [
+        state.chat_prompt(
+            judge_messages(body.items[i].question, plans[i].thinking or "", body.system_prompt),
+            template_kwargs=NO_THINKING,
+        )
+        for i in todo
+    ]
+    max_model_len = state.engine.info().max_model_len
+    too_long = [
+        i for i, p in zip(todo, prompts, strict=True) if len(p.token_ids) + body.max_tokens > max_model_len
+    ]
+    if too_long:
+        raise ContextLengthExceeded(
+            f"the judge prompt of item(s) {', '.join(map(str, too_long[:10]))} does not fit the model's "
+            f"context of {max_model_len} tokens with {body.max_tokens} for the reply; shorten the thinking "
+            "or serve with a larger --max-model-len",
+            param="items",
+        )
+    params = SamplingParams(max_tokens=body.max_tokens, temperature=body.temperature, seed=body.seed)
+    # Every judge call is admitted together (or 429 as a whole) and generated as one engine batch.
+    streams = state.open_streams([(p.token_ids, params) for p in prompts]) if prompts else []
+    results = await collect(streams, until_disconnected=request.receive) if streams else []
+    replies: list[str | None] = [None] * len(plans)
+    for i, result in zip(todo, results, strict=True):
+        replies[i] = strip_thinking(result.text).strip()
+    judge_letters = [extract_option_letter(r) if r is not None else None for r in replies]
+    rewards = [
+        1.0 if p.needs_judge and letter == p.policy_letter else 0.0
+        for p, letter in zip(plans, judge_letters, strict=True)
+    ]
+    return {
+        "object": "rewards.consistency",
+        "model": model_name,
+        "rewards": rewards,
+        "judge_letters": judge_letters,
+        "policy_letters": [p.policy_letter for p in plans],
+        "reference_letters": [p.reference_letter for p in plans],
+        "judge_replies": replies,
+        "reasons": [p.reason for p in plans],  # why an item was scored 0 without the judge
+        "num_judged": len(todo),
+    }
