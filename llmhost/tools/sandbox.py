@@ -16,16 +16,25 @@ In every mode a small launcher (`_LAUNCHER`) sets rlimits inside the child — a
 then `exec`s the interpreter on the program; the parent enforces a wall-clock deadline by SIGKILLing the
 whole process group, caps the output (marked truncated) and gives the child no stdin.
 
+In `bwrap` and `rlimits` modes the launcher also installs a seccomp filter (`llmhost/tools/seccomp.py`:
+no sockets but AF_UNIX, no ptrace, mount, namespaces, bpf, io_uring, …), so `rlimits` has no network either.
+
+When the server runs as root, every execution runs under its own unprivileged uid (one per concurrency
+slot, `uid_base + slot`, no supplementary groups, no capabilities): the kernel ignores RLIMIT_NPROC for
+uid 0, and with a uid of its own a program's process limit counts only its own processes (a fork bomb
+stops at `Limits.processes`). bwrap then runs privileged (no user namespace: an unprivileged bwrap could
+not bind an interpreter under root's 0700 home) and keeps only CAP_SETUID/CAP_SETGID for the launcher,
+which drops to the slot's uid after the rlimits and the filter, just before `exec`. In `rlimits` mode the
+switch happens only when that uid can reach the interpreter.
+
 `auto` refuses to run code (`SandboxUnavailable`) when bubblewrap does not work here; it never falls back
-to weaker isolation silently. No seccomp filter is installed (pyseccomp is not a dependency); the network
-namespace is what keeps the network out. RLIMIT_NPROC does nothing when the server runs as root (the
-kernel exempts uid 0, and bwrap's user namespace maps the sandbox uid to the real one); the pid
-namespace and the wall-clock kill still bound a fork bomb in `bwrap` mode.
+to weaker isolation silently.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -38,6 +47,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from llmhost.errors import SandboxBusy, SandboxUnavailable
+from llmhost.tools.seccomp import INSTALL_SNIPPET, build_filter
 
 log = logging.getLogger("llmhost.sandbox")
 
@@ -69,10 +79,22 @@ class ExecutionResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def outcome(self) -> str:
+        """`ok`, `error` (non-zero exit or a signal), `timeout` or `truncated`: the metrics label."""
+        if self.timed_out:
+            return "timeout"
+        if self.truncated:
+            return "truncated"
+        return "ok" if self.exit_code == 0 else "error"
 
-# Runs inside the child: set the limits, then become the program (limits survive exec). argv: the
-# program path, then the limit values. `-I` keeps the user's site-packages and PYTHON* variables out.
-_LAUNCHER = """\
+
+# Runs inside the child: set the limits, install the seccomp filter, drop to the slot's uid, then become
+# the program (all survive exec). argv: the program path, the limit values, the filter as hex and the
+# uid ("-": none). `-I` keeps the user's site-packages and PYTHON* variables out.
+_LAUNCHER = (
+    INSTALL_SNIPPET
+    + """\
 import os, resource, sys
 path, as_, cpu, fsize, nofile, nproc = sys.argv[1], *map(int, sys.argv[2:7])
 for what, soft, hard in ((resource.RLIMIT_AS, as_, as_), (resource.RLIMIT_CPU, cpu, cpu + 1),
@@ -80,8 +102,16 @@ for what, soft, hard in ((resource.RLIMIT_AS, as_, as_), (resource.RLIMIT_CPU, c
                          (resource.RLIMIT_NPROC, nproc, nproc), (resource.RLIMIT_CORE, 0, 0)):
     if soft > 0:
         resource.setrlimit(what, (soft, hard))
+if sys.argv[7] != "-":
+    install_seccomp(sys.argv[7])
+if sys.argv[8] != "-":
+    uid = int(sys.argv[8])
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)  # drops every capability bwrap left
 os.execv(sys.executable, [sys.executable, "-I", path])
 """
+)
 
 _ALLOWED_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -109,6 +139,7 @@ class Sandbox:
         *,
         max_concurrency: int = 4,
         max_queue: int | None = None,
+        uid_base: int = 1_990_000,
     ) -> None:
         self.requested_mode: SandboxMode = mode
         self.limits = limits or Limits()
@@ -121,6 +152,17 @@ class Sandbox:
         self.num_running = 0
         self._bwrap = shutil.which("bwrap")
         self._probing = asyncio.Lock()  # concurrent first calls share one probe
+        seccomp_filter = build_filter()
+        self._filter_hex = seccomp_filter.hex() if seccomp_filter else "-"
+        # One uid per concurrency slot, only when we could switch to it (see the module docstring).
+        self._is_root = os.geteuid() == 0
+        self._free_uids = list(range(uid_base, uid_base + max_concurrency)) if self._is_root else []
+        self.outcomes: collections.Counter[str] = collections.Counter()  # executions by outcome
+
+    @property
+    def seccomp(self) -> bool:
+        """Whether programs run under the seccomp filter (every mode but `off`, on x86_64)."""
+        return self._filter_hex != "-" and self.mode in ("bwrap", "rlimits")
 
     async def probe(self) -> ActiveMode:
         """Pick the active mode once (idempotent) and log it."""
@@ -135,6 +177,9 @@ class Sandbox:
     async def _choose_mode(self) -> None:
         if self.requested_mode in ("rlimits", "off"):
             self.mode = self.requested_mode
+            if self._free_uids and (self.mode == "off" or not _reachable_by_others(_interpreter()[1])):
+                log.warning("sandbox: programs run as root (the interpreter is not reachable by another uid)")
+                self._free_uids = []
             log.warning(
                 "sandbox mode: %s (chosen explicitly; code is NOT isolated from this host)", self.mode
             )
@@ -142,7 +187,11 @@ class Sandbox:
         reason = await self._probe_bwrap()
         if reason is None:
             self.mode = "bwrap"
-            log.info("sandbox mode: bwrap (namespaces, read-only /usr, tmpfs work dir, no network)")
+            log.info(
+                "sandbox mode: bwrap (namespaces, read-only /usr, tmpfs work dir, no network, seccomp %s%s)",
+                "on" if self._filter_hex != "-" else "unavailable on this architecture",
+                ", a uid per slot" if self._free_uids else "",
+            )
         else:
             self.mode = "unavailable"
             self.unavailable_reason = (
@@ -154,14 +203,17 @@ class Sandbox:
     async def _probe_bwrap(self) -> str | None:
         if self._bwrap is None:
             return "`bwrap` is not installed"
+        uid = self._free_uids[0] if self._free_uids else None
         with tempfile.TemporaryDirectory(prefix="llmhost-probe-") as tmp:
+            os.chmod(tmp, 0o755)
             path = os.path.join(tmp, "main.py")
             with open(path, "w") as f:
                 f.write("print('ok')\n")
+            os.chmod(path, 0o644)
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *self._bwrap_argv(tmp),
-                    *self._launcher_argv("/code/main.py"),
+                    *self._launcher_argv("/code/main.py", uid, seccomp=True),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.PIPE,
@@ -177,14 +229,20 @@ class Sandbox:
 
     def _bwrap_argv(self, code_dir: str) -> list[str]:
         exe, prefix = _interpreter()
-        argv = [
-            self._bwrap or "bwrap",
-            "--unshare-all",
-            "--unshare-user",
-            "--uid", "1000", "--gid", "1000",
+        if self._is_root:  # privileged bwrap; the launcher drops to the slot's uid
+            argv = [
+                self._bwrap or "bwrap",
+                "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+                "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
+            ]  # fmt: skip
+        else:
+            argv = [
+                self._bwrap or "bwrap",
+                "--unshare-all", "--unshare-user", "--uid", "1000", "--gid", "1000", "--cap-drop", "ALL",
+            ]  # fmt: skip
+        argv += [
             "--die-with-parent",
             "--new-session",
-            "--cap-drop", "ALL",
             "--clearenv",
             "--ro-bind", "/usr", "/usr",
             "--symlink", "usr/bin", "/bin",
@@ -192,16 +250,20 @@ class Sandbox:
         ]  # fmt: skip
         if os.path.isdir("/usr/lib64"):
             argv += ["--symlink", "usr/lib64", "/lib64"]
-        if not prefix.startswith("/usr/"):
-            argv += ["--ro-bind", prefix, prefix]
-        if not exe.startswith(("/usr/", prefix + "/")):
-            argv += ["--ro-bind", exe, exe]
+        for path in (prefix, exe):
+            if path.startswith("/usr/") or (path == exe and exe.startswith(prefix + "/")):
+                continue
+            # Directories bwrap creates on the way would be 0700 for a program that dropped root.
+            parts = path.split("/")[1:-1]
+            for i in range(1, len(parts) + 1):
+                argv += ["--perms", "0755", "--dir", "/" + "/".join(parts[:i])]
+            argv += ["--ro-bind", path, path]
         size = str(self.limits.tmpfs_bytes)
         argv += [
             "--proc", "/proc",
             "--dev", "/dev",
-            "--size", size, "--tmpfs", "/tmp",
-            "--size", size, "--tmpfs", "/work",
+            "--perms", "1777", "--size", size, "--tmpfs", "/tmp",
+            "--perms", "1777", "--size", size, "--tmpfs", "/work",
             "--ro-bind", code_dir, "/code",
             "--chdir", "/work",
             "--remount-ro", "/",
@@ -210,7 +272,7 @@ class Sandbox:
             argv += ["--setenv", key, value]
         return argv
 
-    def _launcher_argv(self, program: str) -> list[str]:
+    def _launcher_argv(self, program: str, uid: int | None, *, seccomp: bool | None = None) -> list[str]:
         exe, _ = _interpreter()
         lim = self.limits
         cpu = int(lim.timeout_s) + 1
@@ -218,13 +280,17 @@ class Sandbox:
             values = [0, 0, 0, 0, 0]
         else:
             values = [lim.address_space_bytes, cpu, lim.file_size_bytes, lim.open_files, lim.processes]
-        return [exe, "-I", "-c", _LAUNCHER, program, *map(str, values)]
+        use_filter = self.seccomp if seccomp is None else seccomp
+        seccomp_arg = self._filter_hex if use_filter else "-"
+        uid_arg = "-" if uid is None else str(uid)
+        return [exe, "-I", "-c", _LAUNCHER, program, *map(str, values), seccomp_arg, uid_arg]
 
     def admit(self, num_runs: int) -> None:
         """Refuse (`SandboxBusy`) `num_runs` executions at once unless they all fit in the free slots
         plus the queue, so a batch is taken whole or not at all. (Two batches admitted in the same loop
         tick, before either has started waiting, may overshoot the queue by one batch.)"""
         if self.num_running + self._waiting + num_runs > self.max_concurrency + self.max_queue:
+            self.outcomes["busy"] += num_runs
             raise SandboxBusy()
 
     async def run(self, code: str, *, is_admitted: bool = False) -> ExecutionResult:
@@ -232,6 +298,7 @@ class Sandbox:
         took it), never the program's own failures (those are in the result)."""
         mode = await self.probe()
         if mode == "unavailable":
+            self.outcomes["unavailable"] += 1
             raise SandboxUnavailable(self.unavailable_reason)
         if not is_admitted:
             self.admit(1)
@@ -241,27 +308,37 @@ class Sandbox:
         finally:
             self._waiting -= 1
         self.num_running += 1
+        uid = self._free_uids.pop() if self._free_uids else None
         try:
-            return await self._run_one(code, mode)
+            result = await self._run_one(code, mode, uid)
         finally:
+            if uid is not None:
+                self._free_uids.append(uid)
             self.num_running -= 1
             self._slots.release()
+        self.outcomes[result.outcome] += 1
+        return result
 
-    async def _run_one(self, code: str, mode: ActiveMode) -> ExecutionResult:
+    async def _run_one(self, code: str, mode: ActiveMode, uid: int | None) -> ExecutionResult:
         lim = self.limits
         with tempfile.TemporaryDirectory(prefix="llmhost-sandbox-") as tmp:
+            os.chmod(tmp, 0o711)  # the program's uid may pass through, not list
             code_dir = os.path.join(tmp, "code")
             os.mkdir(code_dir)
             os.chmod(code_dir, 0o755)
-            with open(os.path.join(code_dir, "main.py"), "w", encoding="utf-8") as f:
+            program = os.path.join(code_dir, "main.py")
+            with open(program, "w", encoding="utf-8") as f:
                 f.write(code)
+            os.chmod(program, 0o644)
             if mode == "bwrap":
-                argv = self._bwrap_argv(code_dir) + self._launcher_argv("/code/main.py")
+                argv = self._bwrap_argv(code_dir) + self._launcher_argv("/code/main.py", uid)
                 cwd, env = None, {}
             else:
                 work = os.path.join(tmp, "work")
                 os.mkdir(work)
-                argv = self._launcher_argv(os.path.join(code_dir, "main.py"))
+                if uid is not None:
+                    os.chown(work, uid, uid)
+                argv = self._launcher_argv(program, uid)
                 cwd, env = work, {**_ALLOWED_ENV, "HOME": work}
             started = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
@@ -342,6 +419,16 @@ async def _exited_by(proc: asyncio.subprocess.Process, deadline: float) -> bool:
         if left <= 0:
             return False
         await asyncio.sleep(min(0.005, left))
+    return True
+
+
+def _reachable_by_others(path: str) -> bool:
+    """Whether every directory down to `path` lets any uid pass (o+x)."""
+    parts = os.path.abspath(path).split(os.sep)
+    for i in range(2, len(parts) + 1):
+        with contextlib.suppress(OSError):
+            if not os.stat(os.sep.join(parts[:i])).st_mode & 0o001:
+                return False
     return True
 
 
