@@ -21,6 +21,7 @@ import jinja2
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from llmhost.conversation.tool_prompt import hermes_tool_messages, with_dict_arguments, with_tools_system
 from llmhost.errors import TemplateError
 
 log = logging.getLogger("llmhost.conversation")
@@ -81,7 +82,17 @@ class ChatTemplate:
         **template_kwargs: Any,
     ) -> str:
         """Render a conversation. `template_kwargs` (e.g. `enable_thinking`) reach the template as
-        variables, as transformers' `apply_chat_template(**kwargs)` does."""
+        variables, as transformers' `apply_chat_template(**kwargs)` does.
+
+        Tools: a template that renders them gets `tools` and the messages as they are (tool-call
+        arguments as dicts); for one that ignores them the conversation is rewritten hermes style
+        (`tool_prompt`), so any ChatML model can call tools."""
+        if any(m.get("tool_calls") or m.get("role") == "tool" for m in messages):
+            messages = with_dict_arguments(messages)
+            if not self.renders_tool_messages:
+                messages = hermes_tool_messages(messages)
+        if tools and not self.renders_tools:
+            messages, tools = with_tools_system(messages, tools), None
         context = dict(template_kwargs)
         context.update(
             messages=[dict(m) for m in messages],
@@ -101,6 +112,36 @@ class ChatTemplate:
             raise TemplateError(
                 f"the chat template could not render these messages: {exc}", param="messages"
             ) from exc
+
+    @cached_property
+    def renders_tools(self) -> bool:
+        """Whether the template itself describes `tools` to the model (SmolLM2's ignores them).
+
+        Found by rendering a probe and looking for its marker: templates differ too much to tell
+        from their source."""
+        tools = [{"type": "function", "function": {"name": "llmhost_probe_tool", "parameters": {}}}]
+        return "llmhost_probe_tool" in self._probe([{"role": "user", "content": "probe"}], tools)
+
+    @cached_property
+    def renders_tool_messages(self) -> bool:
+        """Whether the template itself renders assistant `tool_calls` and `tool` results."""
+        function = {"name": "llmhost_probe_call", "arguments": {}}
+        call = {"id": "call_0", "type": "function", "function": function}
+        probe = [
+            {"role": "user", "content": "probe"},
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_0", "content": "llmhost_probe_result"},
+        ]
+        text = self._probe(probe, None)
+        return "llmhost_probe_call" in text and "llmhost_probe_result" in text
+
+    def _probe(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
+        try:
+            return self._compiled.render(
+                messages=messages, tools=tools, add_generation_prompt=True, bos_token="", eos_token=""
+            )
+        except Exception:  # a template that cannot render the probe does not render what it tests
+            return ""
 
     @classmethod
     def from_model_folder(cls, folder: str | Path) -> ChatTemplate | None:

@@ -23,6 +23,7 @@ from llmhost.types import Delta
 from .encode import ChunkEncoder, finish_reason, usage
 from .logprobs import chat_logprobs
 from .schemas import ChatCompletionRequest
+from .tool_calls import ToolPlan, ToolStream
 
 router = APIRouter(tags=["openai"])
 
@@ -34,12 +35,13 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep, request
     body.check_supported()
     if body.n > state.settings.max_n:
         raise InvalidRequest(f"'n' must be at most {state.settings.max_n}", param="n")
+    tool_plan = ToolPlan.from_request(body.tools, body.tool_choice)
     prompt = state.chat_prompt(
         [m.to_template() for m in body.messages],
         add_generation_prompt=body.add_generation_prompt,
-        template_kwargs=body.chat_template_kwargs,
+        template_kwargs=tool_plan.template_kwargs(body.chat_template_kwargs),
     )
-    prompt_tokens = prompt.token_ids
+    prompt_tokens = tool_plan.prompt_tokens(prompt, state.engine.tokenize)  # with a forced call's start
     parser = state.settings.reasoning_parser
     logprobs = body.requested_logprobs
     # Validation (context length included) happens here, before any byte of the response is sent.
@@ -55,15 +57,32 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep, request
         splitters = None
         if parser is not None:
             splitters = [ReasoningSplitter(parser, prompt_opened=prompt.opens_thinking) for _ in streams]
+        tool_streams = None
+        if tool_plan.is_parsing:
+            tool_streams = [ToolStream(tool_plan, prompt.opens_thinking) for _ in streams]
         return sse_response(
             _stream_chunks(
-                streams, request_id, created, model_name, len(prompt_tokens), body.include_usage, splitters
+                streams,
+                request_id,
+                created,
+                model_name,
+                len(prompt_tokens),
+                body.include_usage,
+                splitters,
+                tool_streams,
             ),
             done="[DONE]",
             shutdown_grace_s=state.settings.shutdown_grace,
         )
     results = await collect(streams, until_disconnected=request.receive)
     num_completion = sum(len(r.token_ids) for r in results)
+    answers = [  # (message, finish_reason) per choice, tool calls parsed out of the content
+        tool_plan.message(
+            _message(tool_plan.answer_prefix(prompt.opens_thinking) + r.text, parser, prompt.opens_thinking),
+            finish_reason(r.finish_reason),
+        )
+        for r in results
+    ]
     return {
         "id": request_id,
         "object": "chat.completion",
@@ -72,9 +91,9 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep, request
         "choices": [
             {
                 "index": i,
-                "message": _message(r.text, parser, prompt.opens_thinking),
+                "message": answers[i][0],
                 "logprobs": chat_logprobs(r.logprobs),
-                "finish_reason": finish_reason(r.finish_reason),
+                "finish_reason": answers[i][1],
                 "stop_reason": r.stop_reason,
             }
             for i, r in enumerate(results)
@@ -119,6 +138,7 @@ async def _stream_chunks(
     num_prompt_tokens: int,
     include_usage: bool,
     splitters: list[ReasoningSplitter] | None = None,
+    tool_streams: list[ToolStream] | None = None,
 ) -> AsyncIterator[str]:
     chunk = ChunkEncoder(request_id, "chat.completion.chunk", created, model_name)
 
@@ -137,17 +157,25 @@ async def _stream_chunks(
     async for index, delta in merge_streams(streams):
         num_completion += len(delta.token_ids)
         splitter = splitters[index] if splitters is not None else None
-        message = _delta(delta.text, splitter, delta.finish_reason is not None)
-        if not message and delta.finish_reason is None and delta.logprobs is None:
+        is_last = delta.finish_reason is not None
+        tools = tool_streams[index] if tool_streams is not None else None
+        message = _delta(tools.text(delta.text) if tools else delta.text, splitter, is_last)
+        # A tool call's start and its arguments go out as deltas of their own.
+        messages = tools.messages(message, is_last) if tools else [message]
+        if not any(messages) and not is_last and delta.logprobs is None:
             continue  # nothing to say yet (a splitter may hold back half a tag)
-        choice: dict[str, Any] = {
-            "index": index,
-            "delta": message,
-            "logprobs": chat_logprobs(delta.logprobs),
-            "finish_reason": finish_reason(delta.finish_reason),
-        }
-        if delta.finish_reason is not None:
-            choice["stop_reason"] = delta.stop_reason
-        yield chunk([choice])
+        messages = messages or [{}]
+        for j, message in enumerate(messages):
+            is_final = is_last and j == len(messages) - 1
+            reason = finish_reason(delta.finish_reason) if is_final else None
+            choice: dict[str, Any] = {
+                "index": index,
+                "delta": message,
+                "logprobs": chat_logprobs(delta.logprobs) if j == 0 else None,
+                "finish_reason": tools.finish_reason(reason) if tools and is_final else reason,
+            }
+            if is_final:
+                choice["stop_reason"] = delta.stop_reason
+            yield chunk([choice])
     if include_usage:
         yield chunk([], usage(num_prompt_tokens, num_completion))

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from llmhost.errors import InvalidRequest
 from llmhost.types import SamplingParams
 
+from .tool_calls import check_tools
+
 Number = Annotated[float, Field(strict=True)]
 
 
@@ -128,8 +130,7 @@ class ChatCompletionRequest(_SamplingFields):
             raise InvalidRequest(
                 f"response_format '{self.response_format.type}' is not supported yet", param="response_format"
             )
-        if self.tools and self.tool_choice != "none":
-            raise InvalidRequest("tool calling is not supported yet", param="tools")
+        check_tools(self.tools, self.tool_choice)
         if self.top_logprobs and not self.logprobs:
             raise InvalidRequest("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
 

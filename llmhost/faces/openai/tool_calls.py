@@ -1,0 +1,170 @@
+"""OpenAI function calling in the chat face: `tools`/`tool_choice` checks, the prompt plan, and the
+translation of parsed hermes calls (`conversation/toolcalls.py`) into message and delta shapes.
+
+`tool_choice`:
+* `none`: the tools are not offered to the model and the output is not parsed (plain content);
+* `auto` (the default with tools): offered, and calls in the output are parsed;
+* `required` / a named function: the start of a call is pre-filled at the start of the assistant turn
+  (`<tool_call>\\n{"name": "`, or the whole head up to `"arguments": ` for a named function), so the
+  model has to write a call. The pre-fill is part of the answer: it is put back in front of the
+  generated text before parsing. This needs no constrained decoding, so it works on every engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from llmhost.conversation.tool_prompt import forced_call_prefix
+from llmhost.conversation.toolcalls import ToolCallDelta, ToolCallParser, call_to_dict, parse_tool_calls
+from llmhost.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from llmhost.server.state import ChatPrompt
+
+THINK_CLOSE = "</think>\n\n"
+
+
+def check_tools(tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, Any] | None) -> None:
+    """400 (with `param`) for tools OpenAI would refuse: wrong type, no name, an unknown choice."""
+    names: list[str] = []
+    for i, tool in enumerate(tools or []):
+        if tool.get("type") != "function":
+            raise InvalidRequest("only tools of type 'function' are supported", param=f"tools[{i}].type")
+        function = tool.get("function")
+        if not isinstance(function, dict):
+            raise InvalidRequest("a tool needs a 'function' object", param=f"tools[{i}].function")
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest("a function needs a non-empty 'name'", param=f"tools[{i}].function.name")
+        if "parameters" in function and not isinstance(function["parameters"], dict):
+            raise InvalidRequest(
+                "'parameters' must be a JSON Schema object", param=f"tools[{i}].function.parameters"
+            )
+        names.append(name)
+    if tool_choice is None or tool_choice in ("none", "auto"):
+        return
+    if isinstance(tool_choice, str):
+        if tool_choice != "required":
+            raise InvalidRequest(
+                "'tool_choice' must be 'none', 'auto', 'required' or a function", param="tool_choice"
+            )
+        if not names:
+            raise InvalidRequest("'tool_choice' 'required' needs 'tools'", param="tool_choice")
+        return
+    function = tool_choice.get("function")
+    name = function.get("name") if isinstance(function, dict) else None
+    if tool_choice.get("type") != "function" or not isinstance(name, str):
+        raise InvalidRequest(
+            "'tool_choice' must be {'type': 'function', 'function': {'name': …}}", param="tool_choice"
+        )
+    if name not in names:
+        raise InvalidRequest(f"'tool_choice' names '{name}', which is not in 'tools'", param="tool_choice")
+
+
+@dataclass(frozen=True)
+class ToolPlan:
+    """What a request's tools mean for the prompt and the output."""
+
+    tools: list[dict[str, Any]] | None = None  # offered to the template
+    prefill: str = ""  # pre-filled at the start of the assistant turn (and of the answer)
+
+    @classmethod
+    def from_request(cls, tools: list[dict[str, Any]] | None, tool_choice: Any) -> ToolPlan:
+        if not tools or tool_choice == "none":
+            return cls()
+        if tool_choice == "required":
+            return cls(tools, forced_call_prefix(None))
+        if isinstance(tool_choice, dict):
+            return cls(tools, forced_call_prefix(tool_choice["function"]["name"]))
+        return cls(tools)
+
+    @property
+    def is_parsing(self) -> bool:
+        return self.tools is not None
+
+    def template_kwargs(self, requested: dict[str, Any] | None) -> dict[str, Any]:
+        """The request's `chat_template_kwargs` plus the tools to offer."""
+        kwargs = dict(requested or {})
+        if self.tools is not None:
+            kwargs["tools"] = self.tools
+        return kwargs
+
+    def answer_prefix(self, opens_thinking: bool) -> str:
+        """Text appended to the rendered prompt, and so the start of the answer. A forced call
+        cannot start inside an open think block, so the block is closed first (no reasoning then)."""
+        if not self.prefill:
+            return ""
+        return (THINK_CLOSE if opens_thinking else "") + self.prefill
+
+    def prompt_tokens(self, prompt: ChatPrompt, tokenize: Callable[[str], list[int]]) -> list[int]:
+        prefix = self.answer_prefix(prompt.opens_thinking)
+        return tokenize(prompt.text + prefix) if prefix else prompt.token_ids
+
+    def message(self, message: dict[str, Any], finish: str | None) -> tuple[dict[str, Any], str | None]:
+        """A non-streamed `message` with its calls parsed out of `content`, and the finish reason."""
+        if not self.is_parsing or message.get("content") is None:
+            return message, finish
+        content, calls = parse_tool_calls(message["content"])
+        if not calls:
+            return message, finish
+        message = {**message, "content": content, "tool_calls": [call_to_dict(c) for c in calls]}
+        return message, ("tool_calls" if finish == "stop" else finish)
+
+
+class ToolStream:
+    """One streamed choice's tool-call parsing: content in, content and `tool_calls` deltas out."""
+
+    def __init__(self, plan: ToolPlan, opens_thinking: bool) -> None:
+        self._parser = ToolCallParser()
+        self._prefix = plan.answer_prefix(opens_thinking)  # the pre-fill belongs to the answer
+
+    def text(self, text: str) -> str:
+        """The model's text delta, with the pre-fill in front of the first one."""
+        prefix, self._prefix = self._prefix, ""
+        return prefix + text
+
+    def messages(self, delta: dict[str, Any], is_last: bool) -> list[dict[str, Any]]:
+        """`delta` (content and reasoning) as one or more deltas: a call's start is its own delta, as
+        in vLLM, so a client sees `{index, id, type, function: {name, arguments: ""}}` first."""
+        content = delta.pop("content", "")
+        parsed = self._parser.feed(content) if content else None
+        pieces = list(parsed.tool_calls) if parsed else []
+        text = parsed.content if parsed else ""
+        if is_last:
+            tail = self._parser.finish()
+            text += tail.content
+            pieces += tail.tool_calls
+        if text:
+            delta["content"] = text
+        out = [delta] if delta else []
+        for piece in _merge_arguments(pieces):
+            out.append({"tool_calls": [_delta_call(piece)]})
+        return out
+
+    def finish_reason(self, finish: str | None) -> str | None:
+        return "tool_calls" if finish == "stop" and self._parser.valid_calls() else finish
+
+
+def _merge_arguments(pieces: list[ToolCallDelta]) -> list[ToolCallDelta]:
+    """Consecutive argument pieces of one call as one piece (fewer, larger chunks)."""
+    out: list[ToolCallDelta] = []
+    for piece in pieces:
+        last = out[-1] if out else None
+        if last is not None and piece.name is None and last.name is None and last.index == piece.index:
+            last.arguments += piece.arguments
+        else:
+            out.append(ToolCallDelta(piece.index, piece.arguments, piece.id, piece.name))
+    return out
+
+
+def _delta_call(piece: ToolCallDelta) -> dict[str, Any]:
+    if piece.name is not None:
+        return {
+            "index": piece.index,
+            "id": piece.id,
+            "type": "function",
+            "function": {"name": piece.name, "arguments": piece.arguments},
+        }
+    return {"index": piece.index, "function": {"arguments": piece.arguments}}
