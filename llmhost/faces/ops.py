@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from llmhost.server.deps import StateDep
+from llmhost.server.state import ServerState
 
 router = APIRouter(tags=["ops"])
 
@@ -24,7 +25,7 @@ async def live() -> dict[str, str]:
 @router.get("/health", response_model=None)
 async def health(state: StateDep) -> Any:
     """Seed-000 shape: 200 `{"status":"healthy","model_loaded":true}`, 503 while not loaded."""
-    if state.is_loaded:
+    if state.is_loaded and state.engine_down_reason is None:
         info = state.engine.info()
         return {
             "status": "healthy",
@@ -32,14 +33,23 @@ async def health(state: StateDep) -> Any:
             "model": state.served_names[0],
             "engine": info.engine,
             "device": info.device,
+            "sandbox": _sandbox_mode(state),
         }
     body = {
         "status": "failed" if state.load_error else "unloaded" if state.is_unloaded else "loading",
         "model_loaded": False,
         "model": state.served_names[0],
         "error": state.load_error,
+        "sandbox": _sandbox_mode(state),
     }
+    if state.is_loaded and state.engine_down_reason is not None:  # a supervised engine is restarting
+        body |= {"status": "restarting", "error": state.engine_down_reason}
     return JSONResponse(body, status_code=503)
+
+
+def _sandbox_mode(state: ServerState) -> str | None:
+    """The code sandbox's active mode (`bwrap`, `rlimits`, `off`, `unavailable`); None before its probe."""
+    return state.sandbox.mode if state.sandbox is not None else None
 
 
 @router.get("/ready", response_model=None)

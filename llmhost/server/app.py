@@ -20,6 +20,7 @@ from llmhost.faces.simple import router as simple_router
 from llmhost.server.auth import ApiKeyMiddleware, load_api_keys
 from llmhost.server.errors import install_error_handlers
 from llmhost.server.state import ServerState
+from llmhost.tools.observation import ObservationService
 
 log = logging.getLogger("llmhost.server")
 
@@ -51,6 +52,11 @@ def create_app(
 
     app = FastAPI(title="llmhost", version=__version__, lifespan=lifespan)
     app.state.llmhost = state
+    # One sandbox for the whole app: `/get_observation` and the code loop share its slots and queue.
+    observation = ObservationService(tools.sandbox_from_settings(settings))
+    app.state.observation_service = observation
+    state.sandbox = observation.sandbox
+    state.metrics.watch_sandbox(lambda: dict(observation.sandbox.outcomes))
     install_error_handlers(app)
     api_keys = load_api_keys(settings.api_key, settings.api_key_file)
     if api_keys:

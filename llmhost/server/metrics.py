@@ -51,6 +51,23 @@ class EngineCollector(Collector):
         yield steps
 
 
+class SandboxCollector(Collector):
+    """`llmhost:sandbox_executions_total{outcome}`: code runs by outcome (ok, error, timeout, truncated)
+    and refusals (busy, unavailable), read from the sandbox's own counters at scrape time."""
+
+    def __init__(self, outcomes: Callable[[], dict[str, int]]) -> None:
+        self._outcomes = outcomes
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "llmhost:sandbox_executions", "Sandboxed code executions, by outcome.", labels=["outcome"]
+        )
+        counts = self._outcomes()
+        for outcome in ("ok", "error", "timeout", "truncated", "busy", "unavailable"):
+            family.add_metric([outcome], counts.get(outcome, 0))
+        yield family
+
+
 class ServerMetrics:
     """Every metric of one app, in its own registry (several apps can live in one process, e.g. tests)."""
 
@@ -79,6 +96,9 @@ class ServerMetrics:
         self._rejected = self._counter(
             "llmhost:requests_rejected", "Requests refused by admission control.", "reason"
         )
+        self._engine_restarts = self._counter(
+            "llmhost:engine_restarts", "Times a supervised engine server was restarted.", "engine"
+        )
 
     def _histogram(self, name: str, help_text: str, buckets: tuple[float, ...]) -> Any:
         return Histogram(name, help_text, ["model_name"], buckets=buckets, registry=self.registry).labels(
@@ -88,11 +108,17 @@ class ServerMetrics:
     def _counter(self, name: str, help_text: str, *extra_labels: str) -> Counter:
         return Counter(name, help_text, ["model_name", *extra_labels], registry=self.registry)
 
+    def watch_sandbox(self, outcomes: Callable[[], dict[str, int]]) -> None:
+        self.registry.register(SandboxCollector(outcomes))
+
     def finished(self, reason: str) -> None:
         self._success.labels(self.model_name, reason).inc()
 
     def rejected(self, reason: str) -> None:
         self._rejected.labels(self.model_name, reason).inc()
+
+    def engine_restarted(self, engine: str) -> None:
+        self._engine_restarts.labels(self.model_name, engine).inc()
 
 
 class RequestMetrics:

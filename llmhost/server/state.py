@@ -16,6 +16,7 @@ from llmhost.engines.base import Engine
 from llmhost.errors import ModelNotFound, ModelNotLoaded
 from llmhost.server.admission import Admission, open_streams
 from llmhost.server.metrics import ServerMetrics
+from llmhost.tools.sandbox import Sandbox
 from llmhost.types import Delta, SamplingParams
 
 log = logging.getLogger("llmhost.server")
@@ -49,6 +50,7 @@ class ServerState:
     on_load_failure: Callable[[BaseException], None] | None = None
     is_ready: bool = False  # a one-token generation succeeded since the engine last (re)started
     is_unloaded: bool = False  # unloaded on request (POST /api/v1/model/unload), not loading
+    sandbox: Sandbox | None = None  # the app's code sandbox (its mode is shown in /health)
     admission: Admission = field(init=False)
     metrics: ServerMetrics = field(init=False)
     # Serialises load and unload, so concurrent callers (start-up, POST /api/v1/model/load) load once.

@@ -148,3 +148,20 @@ def test_non_stream_client_that_leaves_frees_its_sequence(server):
         httpx.post(f"{server.url}/v1/completions", json=body, timeout=httpx.Timeout(60, read=1.0))
     assert running_after_cancel(server.url) == 0
     assert value(scrape(server.url), "vllm:request_success_total", finished_reason="abort") >= 1
+
+
+def test_sandbox_mode_in_health_and_executions_in_metrics(server):
+    health = httpx.get(f"{server.url}/health", timeout=10).json()
+    assert health["sandbox"] in ("bwrap", "unavailable")  # auto never picks a weaker mode by itself
+    before = value(scrape(server.url), "llmhost:sandbox_executions_total", outcome="ok")
+    r = httpx.post(
+        f"{server.url}/get_observation",
+        json={"trajectory_ids": ["t1"], "actions": ["<python>print(6 * 7)</python>"]},
+        timeout=60,
+    )
+    if health["sandbox"] == "unavailable":
+        assert r.status_code == 503
+        assert value(scrape(server.url), "llmhost:sandbox_executions_total", outcome="unavailable") >= 1
+        return
+    assert "42" in r.json()["observations"][0]
+    assert value(scrape(server.url), "llmhost:sandbox_executions_total", outcome="ok") == before + 1
