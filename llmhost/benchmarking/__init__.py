@@ -1,0 +1,1 @@
+"""`llmhost bench`: a streaming load generator for llmhost and any OpenAI-compatible server."""
