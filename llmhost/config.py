@@ -122,6 +122,41 @@ class Settings(BaseSettings):
         1024, ge=0, description="Code executions that may wait for a slot; past that the call answers busy."
     )
 
+    # -- the code agent loop on /v1/chat/completions (README "Code tools") ------------------------------
+    code_tools: bool = Field(
+        False,
+        description="Chat completions run the code agent loop: generation stops at an action stop token, "
+        "the code runs (built-in sandbox or --tool-server-url), its output is appended, generation goes on. "
+        "A request can turn it on or off with `code_tools` in its body.",
+    )
+    max_turns: int = Field(5, ge=0, le=100, description="Code agent loop: most tool turns (0: no tools).")
+    min_turns: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Code agent loop: for this many first turns, code is extracted and run even when the "
+        "model stopped on its own.",
+    )
+    action_stop_tokens: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["</python>"],
+        description="Code agent loop: stop strings that end an action (repeat or comma-separate).",
+    )
+    tool_server_url: str | None = Field(
+        None,
+        description="Code agent loop: a verl-tool-compatible tool server (e.g. "
+        "http://127.0.0.1:30150/get_observation) instead of the built-in sandbox.",
+    )
+    allow_request_tool_server_url: bool = Field(
+        False,
+        description="Let a request name its own `tool_server_url` (off by default: the server would POST "
+        "model text to any address a client names).",
+    )
+    max_obs_length: int | None = Field(
+        512,
+        ge=1,
+        description="Code agent loop: tokens kept per observation (head and tail, with a marker between).",
+    )
+
     # -- engines: choice, fallback chains, upstream servers (README "Engines") ------------------------
     engine: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["llama.cpp"],
@@ -173,7 +208,13 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "served_model_name", "api_key", "allowed_origins", "engine", "fallback_model", mode="before"
+        "served_model_name",
+        "api_key",
+        "allowed_origins",
+        "engine",
+        "fallback_model",
+        "action_stop_tokens",
+        mode="before",
     )
     @classmethod
     def _split_names(cls, value: Any) -> Any:

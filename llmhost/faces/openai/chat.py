@@ -20,6 +20,7 @@ from llmhost.server.generation import collect, merge_streams
 from llmhost.server.sse import sse_response
 from llmhost.types import Delta
 
+from . import code_loop
 from .encode import ChunkEncoder, finish_reason, usage
 from .logprobs import chat_logprobs
 from .schemas import ChatCompletionRequest
@@ -41,6 +42,8 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep, request
         add_generation_prompt=body.add_generation_prompt,
         template_kwargs=tool_plan.template_kwargs(body.chat_template_kwargs),
     )
+    if code_loop.is_requested(body, state):  # --code-tools: generate, run code, feed it back (own module)
+        return await code_loop.chat_completion(body, state, request, model_name, prompt)
     prompt_tokens = tool_plan.prompt_tokens(prompt, state.engine.tokenize)  # with a forced call's start
     parser = state.settings.reasoning_parser
     logprobs = body.requested_logprobs

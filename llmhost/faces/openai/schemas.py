@@ -124,6 +124,14 @@ class ChatCompletionRequest(_SamplingFields):
     tool_choice: StrictStr | dict[str, Any] | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     add_generation_prompt: StrictBool = True
+    # The code agent loop (llmhost extension, sent by the OpenAI SDK through `extra_body`); None: the
+    # server's setting of the same name. See `faces/openai/code_loop.py`.
+    code_tools: StrictBool | None = None
+    max_turns: StrictInt | None = Field(None, ge=0, le=100)
+    min_turns: StrictInt | None = Field(None, ge=0, le=100)
+    action_stop_tokens: StrictStr | list[StrictStr] | None = None
+    tool_server_url: StrictStr | None = None
+    max_obs_length: StrictInt | None = Field(None, ge=1)
 
     def check_supported(self) -> None:
         if self.response_format is not None and self.response_format.type != "text":
