@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from llmhost.cli.bench import bench_command
+from llmhost.cli.bench import bench_command
 from llmhost.cli.chat import chat as chat_command
 from llmhost.cli.eval import eval_command
 from llmhost.cli.options import configure_logging, load_settings, with_settings_options
@@ -160,6 +161,7 @@ app.command("chat")(chat_command)  # talk to a running server (llmhost/cli/chat.
 app.command("plan")(plan_command)  # will a model fit these GPUs (llmhost/cli/plan.py)
 app.command("tool-server")(tool_server_command)  # /get_observation alone (llmhost/cli/tool_server.py)
 app.command("eval")(eval_command)  # how good are a server's answers to a QA set (llmhost/cli/eval.py)
+app.command("bench")(bench_command)  # how fast is a server under load (llmhost/cli/bench.py)
 app.command("bench")(bench_command)  # how fast is a server under load (llmhost/cli/bench.py)
 
 
