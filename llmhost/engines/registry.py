@@ -30,8 +30,23 @@ def _llamacpp(settings: Settings, source: ModelSource, name: str) -> Engine:
     )
 
 
+def _supervised(kind: str) -> Callable[[Settings, ModelSource, str], Engine]:
+    """vLLM, SGLang, LMDeploy, llama-server: a supervised child server (llmhost/engines/upstream)."""
+
+    def factory(settings: Settings, source: ModelSource, name: str) -> Engine:
+        from llmhost.engines.upstream import supervised_engine
+
+        return supervised_engine(settings, source, name, kind)
+
+    return factory
+
+
 ENGINES: dict[str, Callable[[Settings, ModelSource, str], Engine]] = {
     "llama.cpp": _llamacpp,
+    "vllm": _supervised("vllm"),
+    "sglang": _supervised("sglang"),
+    "lmdeploy": _supervised("lmdeploy"),
+    "llama-server": _supervised("llama-server"),
 }
 
 
@@ -41,3 +56,43 @@ def create_engine(settings: Settings, source: ModelSource, name: str, engine: st
     except KeyError:
         raise ModelLoadError(f"unknown engine '{engine}'; known: {', '.join(ENGINES)}") from None
     return factory(settings, source, name)
+
+
+def create_served_engine(settings: Settings) -> tuple[Engine, list[str]]:
+    """The engine `llmhost serve` runs, and its served names, from the settings: `--engine-url` attaches
+    to a running server; one `--engine` with one `--model` is that engine; several engines or
+    `--fallback-model`s make a fallback chain over (model × engine), tried in that order at load time."""
+    from llmhost.engines.fallback import Candidate, FallbackEngine
+    from llmhost.models.source import resolve_model
+
+    engines = list(getattr(settings, "engine", None) or ["llama.cpp"])
+    for e in engines:
+        if e not in ENGINES:
+            raise ModelLoadError(f"unknown engine '{e}'; known: {', '.join(ENGINES)}")
+    models: list[str | None] = [settings.model, *getattr(settings, "fallback_model", [])]
+    names = list(settings.served_model_name) or [_default_name(models)]
+    if getattr(settings, "engine_url", None):
+        from llmhost.engines.upstream import attach_engine
+
+        return attach_engine(settings, resolve_model(settings.model), names[0]), names
+    if len(engines) == 1 and len(models) == 1:
+        return create_engine(settings, resolve_model(settings.model), names[0], engines[0]), names
+
+    def build(candidate: Candidate) -> Engine:
+        return create_engine(settings, resolve_model(candidate.model), names[0], candidate.engine)
+
+    chain = [Candidate(e, m) for m in models for e in engines]
+    return FallbackEngine(chain, build), names
+
+
+def _default_name(models: list[str | None]) -> str:
+    """The first model's default name; a broken first model still names the service (clients keep
+    using the name they know while a fallback serves)."""
+    from pathlib import Path
+
+    from llmhost.models.source import resolve_model
+
+    try:
+        return resolve_model(models[0]).default_name
+    except ModelLoadError:
+        return Path(models[0] or "model").stem

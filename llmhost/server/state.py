@@ -50,6 +50,9 @@ class ServerState:
     on_load_failure: Callable[[BaseException], None] | None = None
     is_ready: bool = False  # a one-token generation succeeded since the engine last (re)started
     is_unloaded: bool = False  # unloaded on request (POST /api/v1/model/unload), not loading
+    # Set while a loaded engine cannot serve by itself (a supervised engine server died and is being
+    # restarted); requests get 503 with this reason and /health says so. None when it can serve.
+    engine_down_reason: str | None = None
     sandbox: Sandbox | None = None  # the app's code sandbox (its mode is shown in /health)
     admission: Admission = field(init=False)
     metrics: ServerMetrics = field(init=False)
@@ -59,6 +62,23 @@ class ServerState:
     def __post_init__(self) -> None:
         self.admission = Admission(self.settings.max_num_seqs, self.settings.max_queued_requests)
         self.metrics = ServerMetrics(self.served_names[0], self.engine.stats)
+        attach = getattr(self.engine, "attach_listener", None)  # engines that can die and come back
+        if attach is not None:
+            attach(self)
+
+    # -- what such an engine tells the server (llmhost/engines/upstream/engine.py EngineListener) -----
+    def engine_down(self, reason: str) -> None:
+        self.engine_down_reason = reason
+        self.is_ready = False
+        log.error("the engine cannot serve: %s", reason)
+
+    def engine_up(self) -> None:
+        self.engine_down_reason = None
+        self.is_ready = True  # it passed its health check again
+        log.warning("the engine serves again")
+
+    def engine_restarted(self, label: str) -> None:
+        self.metrics.engine_restarted(label)
 
     async def load(self) -> None:
         """The start-up load: failures are recorded, then reported to `on_load_failure`."""
@@ -124,6 +144,8 @@ class ServerState:
         )
 
     def require_loaded(self) -> ChatTemplate:
+        if self.engine_down_reason is not None and self.is_loaded:
+            raise ModelNotLoaded(f"the engine is restarting: {self.engine_down_reason}")
         if not self.is_loaded or self.template is None:
             if self.is_unloaded and self.load_error is None:
                 raise ModelNotLoaded("the model was unloaded; POST /api/v1/model/load loads it again")

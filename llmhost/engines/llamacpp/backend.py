@@ -50,11 +50,13 @@ def init_backend() -> None:
 class LlamaModel:
     """A loaded GGUF model and its vocabulary."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, vocab_only: bool = False) -> None:
         init_backend()
         if not os.path.isfile(path):
             raise ModelLoadError(f"GGUF file not found: {path}")
         params = C.llama_model_default_params()
+        # vocab_only: the tokenizer and metadata without the weights (upstream engines tokenize here).
+        params.vocab_only = vocab_only
         self.path = path
         self.ptr = C.llama_model_load_from_file(path.encode(), params)
         if not self.ptr:

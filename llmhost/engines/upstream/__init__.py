@@ -1,0 +1,141 @@
+"""Upstream engines: attach to any OpenAI-compatible server, or launch and supervise vLLM, SGLang,
+LMDeploy or llama-cpp-python's server (one or several replicas) and serve through it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from llmhost.errors import ModelLoadError
+from llmhost.models.source import ModelSource
+
+from .commands import KINDS, LaunchSpec, split_engine_args
+from .engine import AttachedBackend, UpstreamEngine, default_log_dir
+from .supervisor import Supervisor
+
+log = logging.getLogger("llmhost.upstream")
+
+__all__ = ["KINDS", "UpstreamEngine", "attach_engine", "supervised_engine", "replica_gpu_sets"]
+
+
+def attach_engine(settings: Any, source: ModelSource, name: str) -> UpstreamEngine:
+    """`--engine-url URL`: a server llmhost did not start; prompts go as text (any server takes it)."""
+    headers = {"Authorization": f"Bearer {settings.engine_api_key}"} if settings.engine_api_key else {}
+    backend = AttachedBackend(settings.engine_url, headers)
+    return UpstreamEngine(
+        source,
+        [backend],
+        engine_name="upstream",
+        model_name=name,
+        upstream_model=None,  # the first id the server lists
+        prompt_as_tokens=False,
+        max_model_len=settings.max_model_len,
+        max_num_seqs=settings.max_num_seqs,
+        device=f"upstream {backend.url}",
+        api_key=settings.engine_api_key,
+    )
+
+
+def supervised_engine(settings: Any, source: ModelSource, name: str, kind_name: str) -> UpstreamEngine:
+    """`--engine vllm|sglang|lmdeploy|llama-server`: launch `--replicas` children and serve through them."""
+    kind = KINDS[kind_name]
+    if source.format not in kind.model_formats:
+        raise ModelLoadError(
+            f"the {kind_name} engine reads {' or '.join(kind.model_formats)} models; {source.path} is "
+            f"'{source.format}'"
+            + (" (converting GGUF for vLLM is not supported yet)" if kind_name == "vllm" else "")
+        )
+    tp = settings.tensor_parallel_size
+    gpu_sets = replica_gpu_sets(getattr(settings, "gpu", None), settings.replicas, tp)
+    log_dir = Path(settings.engine_log_dir) if settings.engine_log_dir else default_log_dir()
+    dtype = getattr(settings, "dtype", None)
+    base = LaunchSpec(
+        kind=kind_name,
+        model_path=str(source.path),
+        served_name=name,
+        python=settings.engine_python or sys.executable,
+        tensor_parallel_size=tp,
+        max_model_len=settings.max_model_len,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        quantization=settings.quantization,
+        dtype=str(dtype) if dtype else None,
+        threads=settings.threads,
+        max_num_seqs=settings.max_num_seqs,
+        extra_args=split_engine_args(settings.engine_args),
+    )
+    backends = []
+    for i, gpus in enumerate(gpu_sets):
+        from dataclasses import replace
+
+        spec = replace(base, gpus=gpus or (), env={"CUDA_VISIBLE_DEVICES": ""} if gpus is None else {})
+        label = kind_name if len(gpu_sets) == 1 else f"{kind_name}-{i}"
+        backends.append(
+            Supervisor(
+                spec, kind, label=label, log_dir=log_dir, startup_timeout_s=settings.engine_startup_timeout
+            )
+        )
+    pinned = [",".join(map(str, g)) for g in gpu_sets if g]
+    return UpstreamEngine(
+        source,
+        backends,
+        engine_name=kind_name,
+        model_name=name,
+        upstream_model=name,
+        prompt_as_tokens=kind.prompt_as_tokens,
+        top_k_off=kind.top_k_off,
+        max_model_len=settings.max_model_len,
+        max_num_seqs=settings.max_num_seqs * len(backends),
+        device=f"cuda:{' | '.join(pinned)}" if pinned else "cpu" if gpu_sets[0] is None else "auto",
+    )
+
+
+def replica_gpu_sets(gpu: Any, replicas: int, tp: int) -> list[tuple[int, ...] | None]:
+    """Disjoint GPU sets, one per replica, as physical ids for CUDA_VISIBLE_DEVICES.
+
+    `gpu` is `--gpu`: "none" (CPU: None per replica, GPUs hidden), an explicit list ("0,2" or [0, 2]:
+    indices in llmhost's own visible ordering), or "auto"/unset (every visible GPU, in order). With no
+    GPU visible the replicas are not pinned at all (CPU engines such as llama-server)."""
+    text = ",".join(map(str, gpu)) if isinstance(gpu, list | tuple) else (str(gpu) if gpu is not None else "")
+    text = text.strip().lower()
+    if text == "none":
+        return [None] * replicas
+    visible = _visible_gpus()
+    if text and text != "auto":
+        try:
+            wanted = [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise ModelLoadError(f"--gpu must be auto, none or GPU indices like 0,2; got '{gpu}'") from None
+        # Indices are llmhost's own ordering: through a parent CUDA_VISIBLE_DEVICES when one is set.
+        physical = [visible[i] if i < len(visible) else i for i in wanted]
+    else:
+        physical = visible
+    if not physical:
+        return [()] * replicas
+    need = replicas * tp
+    if len(physical) < need:
+        raise ModelLoadError(
+            f"--replicas {replicas} × --tensor-parallel-size {tp} needs {need} GPUs; "
+            f"{len(physical)} available ({','.join(map(str, physical))})"
+        )
+    return [tuple(physical[i * tp : (i + 1) * tp]) for i in range(replicas)]
+
+
+def _visible_gpus() -> list[int]:
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [int(x) for x in env.split(",") if x.strip().isdigit()]
+    try:
+        import pynvml  # nvidia-ml-py, where installed
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+        try:
+            return list(range(pynvml.nvmlDeviceGetCount()))
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no driver, no GPU: a CPU machine
+        return []

@@ -1,0 +1,389 @@
+"""Any OpenAI-compatible server as an llmhost engine.
+
+llmhost renders and tokenizes the prompt itself (so templates, thinking, tool calls and the code loop
+behave the same on every engine), checks it against the context, and streams it to one backend's
+`/v1/completions`: token ids where the server takes them, otherwise the prompt text with special tokens
+written out. Backends are attached URLs or supervised child servers; with several (replicas) each
+request goes to the live one with the fewest requests in flight. Closing a stream closes its HTTP
+response, which makes the server abort the sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from llmhost.errors import (
+    ContextLengthExceeded,
+    EngineError,
+    InvalidRequest,
+    ModelLoadError,
+    ModelNotLoaded,
+    QueueFull,
+)
+from llmhost.models.source import ModelSource
+from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams, Usage
+
+from .router import Router
+from .tokenizer import LocalTokenizer, load_tokenizer
+from .wire import completion_body, finish_reason, parse_logprobs
+
+log = logging.getLogger("llmhost.upstream")
+
+
+class Backend(Protocol):
+    """One server requests can go to (an attached URL or a `Supervisor`)."""
+
+    label: str
+    base_url: str | None  # None while it cannot take requests
+    down_reason: str | None
+    in_flight: int
+    restarts: int
+    listeners: list
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class AttachedBackend:
+    """A server llmhost did not start: it only checks that it answers."""
+
+    def __init__(self, url: str, headers: dict[str, str], *, timeout_s: float = 30.0) -> None:
+        url = url.rstrip("/")
+        self.url = url[:-3] if url.endswith("/v1") else url
+        self.label = f"upstream {self.url}"
+        self.base_url: str | None = None
+        self.down_reason: str | None = "not started"
+        self.in_flight = 0
+        self.restarts = 0
+        self.listeners: list = []
+        self.models: list[dict[str, Any]] = []
+        self._headers = headers
+        self._timeout_s = timeout_s
+
+    async def start(self) -> None:
+        deadline = time.monotonic() + self._timeout_s
+        last = ""
+        async with httpx.AsyncClient(timeout=5.0, headers=self._headers) as client:
+            while time.monotonic() < deadline:
+                try:
+                    resp = await client.get(self.url + "/v1/models")
+                    if resp.status_code in (401, 403):
+                        raise ModelLoadError(f"{self.label} refused --engine-api-key ({resp.status_code})")
+                    if resp.status_code == 200:
+                        self.models = list(resp.json().get("data") or [])
+                        self.base_url, self.down_reason = self.url, None
+                        return
+                    last = f"GET /v1/models answered {resp.status_code}"
+                except (httpx.HTTPError, ValueError) as exc:
+                    last = f"{type(exc).__name__}: {exc}"
+                await asyncio.sleep(0.5)
+        raise ModelLoadError(f"{self.label} did not answer within {self._timeout_s:g}s ({last})")
+
+    async def close(self) -> None:
+        self.base_url, self.down_reason = None, "closed"
+
+
+class EngineListener(Protocol):
+    """What the server state hears from an engine that can go down and come back by itself."""
+
+    def engine_down(self, reason: str) -> None: ...
+
+    def engine_up(self) -> None: ...
+
+    def engine_restarted(self, label: str) -> None: ...
+
+
+class UpstreamEngine:
+    def __init__(
+        self,
+        source: ModelSource,
+        backends: Sequence[Backend],
+        *,
+        engine_name: str,
+        model_name: str,
+        upstream_model: str | None,
+        prompt_as_tokens: bool,
+        max_model_len: int | None,
+        max_num_seqs: int,
+        device: str = "upstream",
+        api_key: str | None = None,
+        top_k_off: int = 0,
+    ) -> None:
+        self.name = engine_name
+        self._source = source
+        self._backends = list(backends)
+        self._model_name = model_name
+        self._upstream_model = upstream_model
+        self._prompt_as_tokens = prompt_as_tokens
+        self._requested_max_model_len = max_model_len
+        self._max_num_seqs = max_num_seqs
+        self._device = device
+        self._top_k_off = top_k_off
+        # The key only ever goes into this client's headers: never logged, never in a child's env.
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._router = Router(self._backends)
+        self._tokenizer: LocalTokenizer | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._info: EngineInfo | None = None
+        self._listener: EngineListener | None = None
+        self._was_down = False
+        for b in self._backends:
+            b.listeners.append(self._on_backend_event)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def attach_listener(self, listener: EngineListener) -> None:
+        self._listener = listener
+
+    @property
+    def backends(self) -> list[Backend]:
+        return list(self._backends)
+
+    @property
+    def router(self) -> Router:
+        return self._router
+
+    async def start(self) -> None:
+        if self._info is not None:
+            return
+        if self._tokenizer is None:
+            self._tokenizer = await asyncio.to_thread(load_tokenizer, self._source)
+        try:
+            await asyncio.gather(*(b.start() for b in self._backends))
+        except BaseException:
+            await asyncio.gather(*(b.close() for b in self._backends), return_exceptions=True)
+            raise
+        # No pool limit: admission control above already bounds the sequences in flight.
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(10.0, read=None),
+            headers=self._headers,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        )
+        self._info = self._make_info()
+        log.info(
+            "upstream engine %s ready: %d backend(s) %s, prompts as %s, max_model_len=%d",
+            self.name,
+            len(self._backends),
+            ", ".join(str(b.base_url) for b in self._backends),
+            "token ids" if self._prompt_as_tokens else "text",
+            self._info.max_model_len,
+        )
+
+    def _make_info(self) -> EngineInfo:
+        assert self._tokenizer is not None
+        vocab = self._tokenizer.info
+        limits = [self._requested_max_model_len, vocab.context_length]
+        for b in self._backends:
+            spec = getattr(b, "spec", None)  # a supervisor may have lowered it (memory retry)
+            limits.append(getattr(spec, "max_model_len", None))
+            for m in getattr(b, "models", []):
+                if self._upstream_model is None and isinstance(m.get("id"), str):
+                    self._upstream_model = m["id"]
+                limits.append(m.get("max_model_len") if isinstance(m.get("max_model_len"), int) else None)
+        known = [v for v in limits if v]
+        return EngineInfo(
+            engine=self.name,
+            model_path=str(self._source.path),
+            model_name=self._model_name,
+            max_model_len=min(known) if known else 4096,
+            max_num_seqs=self._max_num_seqs,
+            device=self._device,
+            model_size_bytes=vocab.size_bytes,
+            vocab_size=vocab.vocab_size,
+            chat_template=vocab.chat_template,
+            bos_token=vocab.bos_token,
+            eos_token=vocab.eos_token,
+        )
+
+    async def close(self) -> None:
+        self._info = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        await asyncio.gather(*(b.close() for b in self._backends), return_exceptions=True)
+
+    def _on_backend_event(self, event: str, backend: Backend) -> None:
+        listener = self._listener
+        if event == "restarted" and listener is not None:
+            listener.engine_restarted(backend.label)
+        all_down = all(b.base_url is None for b in self._backends)
+        if all_down and not self._was_down:
+            self._was_down = True
+            reasons = "; ".join(b.down_reason or "down" for b in self._backends)
+            if listener is not None:
+                listener.engine_down(reasons)
+        elif not all_down and self._was_down:
+            self._was_down = False
+            if listener is not None:
+                listener.engine_up()
+
+    # -- protocol ----------------------------------------------------------------------------------
+    def info(self) -> EngineInfo:
+        if self._info is None:
+            raise ModelNotLoaded("the model is not loaded yet")
+        return self._info
+
+    def stats(self) -> EngineStats:
+        running = sum(b.in_flight for b in self._backends)
+        return EngineStats(
+            num_running=running,
+            num_waiting=0,
+            kv_cache_usage=0.0,  # the upstream's own /metrics knows; not mirrored here
+            num_steps=0,
+            last_step_num_seqs=0,
+        )
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        return self._require_tokenizer().tokenize(text, add_special=add_special)
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        return self._require_tokenizer().detokenize(token_ids)
+
+    def _require_tokenizer(self) -> LocalTokenizer:
+        if self._tokenizer is None:
+            raise ModelNotLoaded("the model is not loaded yet")
+        return self._tokenizer
+
+    def generate(
+        self, prompt_tokens: Sequence[int], params: SamplingParams, request_id: str | None = None
+    ) -> AsyncIterator[Delta]:
+        info = self.info()
+        prompt = list(prompt_tokens)
+        if not prompt:
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        if any(not 0 <= t < info.vocab_size for t in prompt):
+            raise InvalidRequest("the prompt has token ids outside the vocabulary", param="prompt")
+        room = info.max_model_len - len(prompt)
+        if room < 1 or (params.max_tokens is not None and params.max_tokens > room):
+            asked = params.max_tokens or 1
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {info.max_model_len} tokens. However, you "
+                f"requested {len(prompt) + asked} tokens ({len(prompt)} in the prompt, {asked} for the "
+                f"completion). Please reduce the prompt or the completion length."
+            )
+        backend = self._router.pick(request_id)
+        if backend is None:
+            reasons = "; ".join(b.down_reason or "down" for b in self._backends)
+            raise ModelNotLoaded(f"no engine server is up ({reasons})")
+        tok = self._require_tokenizer()
+        wire_prompt: str | list[int] = prompt if self._prompt_as_tokens else tok.prompt_text(prompt)
+        model = self._upstream_model or self._model_name
+        body = completion_body(
+            model, wire_prompt, params, params.max_tokens or room, top_k_off=self._top_k_off
+        )
+        return self._stream(backend, body, len(prompt), params)
+
+    async def _stream(
+        self, backend: Backend, body: dict[str, Any], num_prompt: int, params: SamplingParams
+    ) -> AsyncIterator[Delta]:
+        client, url = self._client, backend.base_url
+        if client is None or url is None:
+            raise ModelNotLoaded(backend.down_reason or "the engine is not running")
+        backend.in_flight += 1
+        num_completion = 0
+        final: Delta | None = None
+        try:
+            async with client.stream("POST", url + "/v1/completions", json=body) as resp:
+                if resp.status_code != 200:
+                    await resp.aread()
+                    raise _http_error(resp)
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    if "error" in chunk:
+                        raise EngineError(f"{backend.label}: {_error_message(chunk)}")
+                    usage = chunk.get("usage")
+                    if final is not None:
+                        if isinstance(usage, dict) and "completion_tokens" in usage:
+                            final.usage = Usage(num_prompt, int(usage["completion_tokens"]))
+                        continue
+                    for choice in chunk.get("choices") or []:
+                        delta = self._delta(choice, params)
+                        num_completion += len(delta.token_ids)
+                        if delta.finish_reason is not None:
+                            delta.usage = Usage(num_prompt, num_completion)
+                            if isinstance(usage, dict) and "completion_tokens" in usage:
+                                delta.usage = Usage(num_prompt, int(usage["completion_tokens"]))
+                            final = delta  # held until [DONE]: a usage chunk may still come
+                        elif delta.text or delta.token_ids:
+                            yield delta
+        except httpx.TransportError as exc:
+            reason = backend.down_reason or f"{type(exc).__name__}: {exc}"
+            raise ModelNotLoaded(f"{backend.label} went away during the request ({reason})") from None
+        except ValueError as exc:  # JSON that is not
+            raise EngineError(f"{backend.label} sent an unreadable stream: {exc}") from None
+        finally:
+            backend.in_flight -= 1
+        if final is None:
+            raise ModelNotLoaded(
+                f"{backend.label} ended the stream without finishing the sequence "
+                f"({backend.down_reason or 'it may have restarted'})"
+            )
+        yield final
+
+    def _delta(self, choice: dict[str, Any], params: SamplingParams) -> Delta:
+        tok = self._require_tokenizer()
+        text = choice.get("text") or ""
+        ids = choice.get("token_ids")
+        token_ids = [int(t) for t in ids] if isinstance(ids, list) else (tok.tokenize(text) if text else [])
+        logprobs = None
+        if params.logprobs is not None:
+            logprobs = parse_logprobs(choice.get("logprobs"), params.logprobs, self._token_id)
+        reason = finish_reason(choice.get("finish_reason"))
+        stop_reason = choice.get("stop_reason")
+        return Delta(
+            text=text,
+            token_ids=token_ids,
+            logprobs=logprobs,
+            finish_reason=reason,
+            stop_reason=stop_reason if isinstance(stop_reason, str | int) else None,
+        )
+
+    def _token_id(self, token: str) -> int:
+        if token.startswith("token_id:"):
+            return int(token[9:])
+        ids = self._require_tokenizer().tokenize(token)
+        return ids[0] if len(ids) == 1 else -1
+
+
+def _error_message(payload: Any) -> str:
+    err = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(err, dict):
+        return str(err.get("message") or err)
+    if isinstance(payload, dict) and "detail" in payload:
+        return str(payload["detail"])
+    return str(err or payload)
+
+
+def _http_error(resp: httpx.Response) -> Exception:
+    try:
+        message = _error_message(resp.json())
+    except ValueError:
+        message = resp.text[:500]
+    status = resp.status_code
+    where = f"the engine server answered {status}: {message}"
+    if status in (400, 413, 422):
+        return InvalidRequest(where)
+    if status == 429:
+        return QueueFull(where)
+    if status == 503:
+        return ModelNotLoaded(where)
+    return EngineError(where)
+
+
+def default_log_dir() -> Path:
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="llmhost-engines-"))
