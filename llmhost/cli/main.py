@@ -12,7 +12,6 @@ from typing import Any
 import typer
 
 from llmhost.cli.bench import bench_command
-from llmhost.cli.bench import bench_command
 from llmhost.cli.chat import chat as chat_command
 from llmhost.cli.eval import eval_command
 from llmhost.cli.options import configure_logging, load_settings, with_settings_options
@@ -126,14 +125,16 @@ def stop(
 def run_server(settings: Any) -> int:
     import uvicorn
 
-    from llmhost.engines.registry import create_served_engine
+    from llmhost.engines.registry import create_engine
     from llmhost.errors import ModelLoadError
+    from llmhost.models.source import resolve_model
     from llmhost.server.app import create_app
 
     log = logging.getLogger("llmhost")
     try:
-        # --engine, --fallback-model and --engine-url decide what runs (llmhost/engines/registry.py).
-        engine, names = create_served_engine(settings)
+        source = resolve_model(settings.model)
+        names = settings.served_model_name or [source.default_name]
+        engine = create_engine(settings, source, names[0])
     except ModelLoadError as exc:
         log.error("%s", exc)
         return 1
@@ -161,7 +162,6 @@ app.command("chat")(chat_command)  # talk to a running server (llmhost/cli/chat.
 app.command("plan")(plan_command)  # will a model fit these GPUs (llmhost/cli/plan.py)
 app.command("tool-server")(tool_server_command)  # /get_observation alone (llmhost/cli/tool_server.py)
 app.command("eval")(eval_command)  # how good are a server's answers to a QA set (llmhost/cli/eval.py)
-app.command("bench")(bench_command)  # how fast is a server under load (llmhost/cli/bench.py)
 app.command("bench")(bench_command)  # how fast is a server under load (llmhost/cli/bench.py)
 
 
