@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     predict_max_new_tokens: int = Field(
         256, ge=1, description="Predict face: tokens generated per answer unless the request says otherwise."
     )
+    prompt_templates: str | None = Field(
+        None,
+        description="Folder of named prompt templates (NAME.user.jinja, optional NAME.system.jinja) that "
+        "add to or override the built-ins rag-zh, rag-en, simple-zh; requests pick one with "
+        "`prompt_template`.",
+    )
     reasoning_parser: Literal["qwen3", "deepseek_r1"] | None = Field(
         None,
         description="Split `<think>…</think>` from answers: OpenAI chat gets `reasoning_content` (and "
@@ -222,6 +228,20 @@ class Settings(BaseSettings):
             value = json.loads(value) if value.lstrip().startswith("[") else [value]
         if isinstance(value, list | tuple):
             return [n.strip() for v in value for n in str(v).split(",") if n.strip()]
+        return value
+
+    @field_validator("prompt_templates")
+    @classmethod
+    def _load_prompt_templates(cls, value: str | None) -> str | None:
+        # Loaded (and compiled) now, so a missing folder or a broken template stops start-up, naming it.
+        if value is not None:
+            from llmhost.conversation.prompt_templates import library_for
+            from llmhost.errors import TemplateError
+
+            try:
+                library_for(value)
+            except TemplateError as exc:
+                raise ValueError(exc.message) from exc
         return value
 
     @field_validator("log_level", mode="before")

@@ -56,6 +56,9 @@ class ChatSession:
     system: str | None = None
     sampling: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, str]] = field(default_factory=list)
+    # Extra request fields sent with every turn: a named prompt template and its variables. The server
+    # rewrites the last user turn with it, so the history keeps the plain questions.
+    extra_body: dict[str, Any] = field(default_factory=dict)
 
     def messages(self, question: str) -> list[dict[str, str]]:
         system = [{"role": "system", "content": self.system}] if self.system else []
@@ -68,7 +71,7 @@ class ChatSession:
         on_reasoning: Callable[[str], None] | None = None,
     ) -> Answer:
         """Stream one answer; the turn joins the history only once the answer is complete."""
-        opts = dict(self.sampling)
+        opts = {**self.sampling, **self.extra_body}
         if self.model is not None:
             opts["model"] = self.model
         started = time.perf_counter()
@@ -117,6 +120,15 @@ def chat(
         DEFAULT_TEMPERATURE, "--temperature", min=0.0, max=2.0, help="Sampling temperature (0: greedy)."
     ),
     timeout: float = typer.Option(600.0, "--timeout", min=0.1, help="Seconds to wait for one answer."),
+    template: str | None = typer.Option(
+        None, "--template", help="Named prompt template the server applies (rag-zh, rag-en, simple-zh, …)."
+    ),
+    context_file: str | None = typer.Option(
+        None, "--context-file", help="File whose text is the template's `context` (the documents)."
+    ),
+    template_var: list[str] = typer.Option(
+        [], "--template-var", help="KEY=VALUE for the template (repeatable), e.g. custom_prompt=Be brief."
+    ),
 ) -> None:
     """Chat with a running server: streams answers, keeps the conversation.
 
@@ -125,9 +137,12 @@ def chat(
     from llmhost.client import Client, LlmhostClientError
 
     sampling = {k: v for k, v in (("max_tokens", max_tokens), ("temperature", temperature)) if v is not None}
+    extra_body = _template_body(template, context_file, template_var)
     with Client(url, timeout=timeout, api_key=api_key) as client:
         try:
-            session = ChatSession(client, model or client.models()[0], system, sampling)
+            session = ChatSession(
+                client, model or client.models()[0], system, sampling, extra_body=extra_body
+            )
         except (LlmhostClientError, IndexError, KeyError) as exc:
             typer.echo(f"error: cannot start a chat with {url}: {exc}", err=True)
             raise typer.Exit(1) from exc
@@ -139,6 +154,30 @@ def chat(
         if once is not None:
             raise typer.Exit(_ask_once(session, once))
         _interactive(session, url)
+
+
+def _template_body(template: str | None, context_file: str | None, pairs: list[str]) -> dict[str, Any]:
+    """`prompt_template` and `template_vars` for the request body; bad options exit 2 with the reason."""
+    variables: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            typer.echo(f"error: --template-var wants KEY=VALUE, got {pair!r}", err=True)
+            raise typer.Exit(2)
+        variables[key.strip()] = value
+    if context_file is not None:
+        try:
+            with open(context_file, encoding="utf-8") as f:
+                variables["context"] = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            typer.echo(f"error: cannot read --context-file {context_file}: {exc}", err=True)
+            raise typer.Exit(2) from exc
+    if template is None:
+        if variables:
+            typer.echo("error: --context-file and --template-var need --template NAME", err=True)
+            raise typer.Exit(2)
+        return {}
+    return {"prompt_template": template, "template_vars": variables}
 
 
 def _ask_once(session: ChatSession, question: str) -> int:

@@ -23,8 +23,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+from llmhost.conversation.prompt_templates import apply_prompt_template
 from llmhost.conversation.reasoning import ReasoningParserName, ReasoningSplitter, split_reasoning
-from llmhost.errors import LlmhostError
+from llmhost.errors import InvalidRequest, LlmhostError
 from llmhost.server.deps import StateDep
 from llmhost.server.errors import describe, responder, shaped_route_class, simple_error_body
 from llmhost.server.generation import collect, merge_streams
@@ -77,9 +78,25 @@ class SimpleChatRequest(_Request):
         "with --reasoning-parser, off otherwise.",
     )
 
-    def messages(self) -> list[dict[str, Any]]:
+    prompt_template: StrictStr | None = Field(
+        None, description="A named prompt template (rag-zh, rag-en, simple-zh, or --prompt-templates)."
+    )
+    template_vars: dict[str, Any] | None = Field(
+        None,
+        description="The template's variables (documents/context, custom_prompt, …); "
+        "`question` defaults to `message`.",
+    )
+
+    def messages(self, prompt_templates_dir: str | None = None) -> list[dict[str, Any]]:
         turns = [{"role": t.role, "content": t.content} for t in self.history or ()]
-        return [*turns, {"role": "user", "content": self.message}]
+        messages = [*turns, {"role": "user", "content": self.message}]
+        if self.prompt_template is None:
+            if self.template_vars is not None:
+                raise InvalidRequest("'template_vars' needs a 'prompt_template'", param="template_vars")
+            return messages
+        return apply_prompt_template(
+            messages, self.prompt_template, self.template_vars, directory=prompt_templates_dir
+        )
 
     def template_kwargs(self) -> dict[str, Any]:
         return {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
@@ -103,7 +120,8 @@ class SimpleChatRequest(_Request):
 def _start(body: SimpleChatRequest, state: ServerState) -> tuple[ChatPrompt, AsyncIterator[Delta]]:
     """Render, validate and admit, so every error so far is an HTTP error, not a stream event."""
     state.require_loaded()
-    prompt = state.chat_prompt(body.messages(), template_kwargs=body.template_kwargs())
+    messages = body.messages(state.settings.prompt_templates)
+    prompt = state.chat_prompt(messages, template_kwargs=body.template_kwargs())
     [stream] = state.open_streams([(prompt.token_ids, body.sampling())])
     return prompt, stream
 

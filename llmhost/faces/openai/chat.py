@@ -38,7 +38,7 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep, request
         raise InvalidRequest(f"'n' must be at most {state.settings.max_n}", param="n")
     tool_plan = ToolPlan.from_request(body.tools, body.tool_choice)
     prompt = state.chat_prompt(
-        [m.to_template() for m in body.messages],
+        body.template_messages(state.settings.prompt_templates),  # a named prompt template rewrites them
         add_generation_prompt=body.add_generation_prompt,
         template_kwargs=tool_plan.template_kwargs(body.chat_template_kwargs),
     )

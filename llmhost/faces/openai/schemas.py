@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+from llmhost.conversation.prompt_templates import apply_prompt_template
 from llmhost.errors import InvalidRequest
 from llmhost.types import SamplingParams
 
@@ -132,6 +133,22 @@ class ChatCompletionRequest(_SamplingFields):
     action_stop_tokens: StrictStr | list[StrictStr] | None = None
     tool_server_url: StrictStr | None = None
     max_obs_length: StrictInt | None = Field(None, ge=1)
+
+    # A named prompt template (llmhost extension, sent through `extra_body`): see
+    # `conversation/prompt_templates.py`.
+    prompt_template: StrictStr | None = None
+    template_vars: dict[str, Any] | None = None
+
+    def template_messages(self, prompt_templates_dir: str | None) -> list[dict[str, Any]]:
+        """The messages for the chat template, rewritten by the named prompt template when one is asked."""
+        messages = [m.to_template() for m in self.messages]
+        if self.prompt_template is None:
+            if self.template_vars is not None:
+                raise InvalidRequest("'template_vars' needs a 'prompt_template'", param="template_vars")
+            return messages
+        return apply_prompt_template(
+            messages, self.prompt_template, self.template_vars, directory=prompt_templates_dir
+        )
 
     def check_supported(self) -> None:
         if self.response_format is not None and self.response_format.type != "text":
