@@ -1,0 +1,314 @@
+"""Upstream engines without a model: command lines, vLLM memory failures, GPU sets, routing, the wire
+mapping, and the supervisor's process handling against a tiny real HTTP child (tests/engines/
+upstream_fake_server.py). The real-model paths are in test_upstream_engine.py and tests/e2e."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmhost.engines.upstream import replica_gpu_sets
+from llmhost.engines.upstream.commands import (
+    KINDS,
+    EngineKind,
+    LaunchSpec,
+    find_memory_failure,
+    split_engine_args,
+    with_max_model_len,
+)
+from llmhost.engines.upstream.router import Router
+from llmhost.engines.upstream.supervisor import Supervisor, child_env
+from llmhost.engines.upstream.wire import completion_body, finish_reason, parse_logprobs
+from llmhost.errors import ModelLoadError
+from llmhost.types import FinishReason, SamplingParams
+
+FAKE_SERVER = Path(__file__).with_name("upstream_fake_server.py")
+
+SPEC = LaunchSpec(
+    kind="vllm",
+    model_path="/models/Qwen2.5-14B-Instruct",
+    served_name="qwen",
+    python="/opt/vllm/bin/python",
+    tensor_parallel_size=2,
+    max_model_len=32768,
+    gpu_memory_utilization=0.9,
+    quantization="awq",
+    dtype="float16",
+    max_num_seqs=64,
+    gpus=(0, 1),
+    extra_args=split_engine_args('--enforce-eager --chat-template "a b.jinja"'),
+)
+
+
+def _pairs(argv: list[str]) -> dict[str, str]:
+    return {a: b for a, b in zip(argv, argv[1:], strict=False) if a.startswith("-")}
+
+
+# -- command lines ------------------------------------------------------------------------------------
+def test_vllm_command_from_llmhost_flags():
+    argv = KINDS["vllm"].build(SPEC, 4321)
+    assert argv[:3] == ["/opt/vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
+    flags = _pairs(argv)
+    assert flags["--model"] == "/models/Qwen2.5-14B-Instruct" and flags["--served-model-name"] == "qwen"
+    assert flags["--host"] == "127.0.0.1" and flags["--port"] == "4321"
+    assert flags["--tensor-parallel-size"] == "2" and flags["--max-model-len"] == "32768"
+    assert flags["--gpu-memory-utilization"] == "0.9" and flags["--quantization"] == "awq"
+    assert flags["--dtype"] == "float16" and flags["--max-num-seqs"] == "64"
+    assert argv[-3:] == ["--enforce-eager", "--chat-template", "a b.jinja"]  # passed through, last
+
+
+def test_sglang_command():
+    flags = _pairs(KINDS["sglang"].build(SPEC, 4321))
+    assert flags["-m"] == "sglang.launch_server" and flags["--model-path"] == SPEC.model_path
+    assert flags["--tp-size"] == "2" and flags["--context-length"] == "32768"
+    assert flags["--mem-fraction-static"] == "0.9" and flags["--quantization"] == "awq"
+    assert flags["--host"] == "127.0.0.1" and flags["--port"] == "4321"
+
+
+def test_lmdeploy_command():
+    argv = KINDS["lmdeploy"].build(SPEC, 4321)
+    assert argv[1:6] == ["-m", "lmdeploy", "serve", "api_server", SPEC.model_path]
+    flags = _pairs(argv)
+    assert flags["--server-name"] == "127.0.0.1" and flags["--server-port"] == "4321"
+    assert flags["--tp"] == "2" and flags["--session-len"] == "32768"
+    assert flags["--cache-max-entry-count"] == "0.9" and flags["--model-format"] == "awq"
+    assert flags["--model-name"] == "qwen"
+
+
+def test_lmdeploy_rejects_a_quantization_it_cannot_read():
+    from dataclasses import replace
+
+    with pytest.raises(ModelLoadError, match="bitsandbytes"):
+        KINDS["lmdeploy"].build(replace(SPEC, quantization="bitsandbytes"), 1)
+
+
+def test_llama_server_command_and_defaults():
+    spec = LaunchSpec(kind="llama-server", model_path="/m.gguf", served_name="smol", threads=1)
+    flags = _pairs(KINDS["llama-server"].build(spec, 99))
+    assert flags["-m"] == "llama_cpp.server" and flags["--model"] == "/m.gguf"
+    assert flags["--n_ctx"] == "2048" and flags["--n_threads"] == "1" and flags["--n_gpu_layers"] == "0"
+    assert flags["--model_alias"] == "smol"
+
+
+def test_no_optional_flags_when_unset():
+    spec = LaunchSpec(kind="vllm", model_path="/m", served_name="m", dtype="auto")
+    argv = KINDS["vllm"].build(spec, 1)
+    for flag in ("--max-model-len", "--gpu-memory-utilization", "--quantization", "--dtype"):
+        assert flag not in argv
+
+
+def test_with_max_model_len_overrides_pass_through_args_too():
+    from dataclasses import replace
+
+    spec = replace(SPEC, extra_args=("--max-model-len", "9999", "--enforce-eager"))
+    lowered = with_max_model_len(spec, 4464)
+    argv = KINDS["vllm"].build(lowered, 1)
+    assert _pairs(argv)["--max-model-len"] == "4464" and "9999" not in argv
+
+
+def test_child_env_pins_gpus_and_drops_llmhost_settings(monkeypatch):
+    monkeypatch.setenv("LLMHOST_ENGINE_API_KEY", "secret-key")
+    monkeypatch.setenv("LLMHOST_API_KEY", "another")
+    env = child_env(LaunchSpec(kind="vllm", model_path="/m", served_name="m", gpus=(2, 3), env={"A": "1"}))
+    assert env["CUDA_VISIBLE_DEVICES"] == "2,3" and env["A"] == "1"
+    assert not any(k.startswith("LLMHOST_") for k in env)
+    assert "secret-key" not in env.values()
+
+
+# -- vLLM memory failures (the lines vLLM writes; seed 004 and vLLM v1) ----------------------------------
+NO_CACHE = (
+    "ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` "
+    "when initializing the engine."
+)
+KV_TOO_SMALL = (
+    "ValueError: The model's max seq len (32768) is larger than the maximum number of tokens that can be "
+    "stored in KV cache (4464). Try increasing `gpu_memory_utilization` or decreasing `max_model_len` "
+    "when initializing the engine."
+)
+ESTIMATED = (
+    "(EngineCore_DP0 pid=2117) ValueError: To serve at least one request with the models's max seq len "
+    "(32768), (6.00 GiB KV cache is needed, which is larger than the available KV cache memory (2.64 GiB)."
+    " Based on the available memory, the estimated maximum model length is 14432. Try increasing "
+    "`gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine."
+)
+
+
+def test_memory_failures_are_recognised_with_the_context_that_fits():
+    assert find_memory_failure("INFO loading\n" + NO_CACHE + "\n").fitting_max_model_len is None
+    assert find_memory_failure(KV_TOO_SMALL).fitting_max_model_len == 4464
+    assert find_memory_failure(ESTIMATED).fitting_max_model_len == 14432
+    assert find_memory_failure("RuntimeError: [TM][ERROR]  Assertion fail: bind.cpp:423") is None
+    oom = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 270.00 MiB."
+    assert find_memory_failure(oom) is None
+
+
+# -- GPU sets for replicas --------------------------------------------------------------------------------
+def test_replica_gpu_sets(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert replica_gpu_sets("0,1,2,3", 2, 2) == [(0, 1), (2, 3)]
+    assert replica_gpu_sets([4, 5], 2, 1) == [(4,), (5,)]
+    assert replica_gpu_sets("none", 2, 1) == [None, None]
+    with pytest.raises(ModelLoadError, match="needs 4 GPUs"):
+        replica_gpu_sets("0,1,2", 2, 2)
+    # llmhost itself sees GPUs 3,5,6,7: its indices 1 and 3 are physical 5 and 7.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,6,7")
+    assert replica_gpu_sets("1,3", 2, 1) == [(5,), (7,)]
+    assert replica_gpu_sets("auto", 2, 2) == [(3, 5), (6, 7)]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert replica_gpu_sets(None, 2, 1) == [(), ()]  # no GPU: CPU children, not pinned
+
+
+# -- routing ---------------------------------------------------------------------------------------------
+class _B:
+    def __init__(self, name: str) -> None:
+        self.label, self.base_url, self.in_flight = name, f"http://{name}", 0
+
+
+def test_router_fewest_in_flight_skips_dead_and_keeps_affinity():
+    a, b, c = _B("a"), _B("b"), _B("c")
+    router = Router([a, b, c])
+    a.in_flight, b.in_flight, c.in_flight = 3, 1, 2
+    assert router.pick() is b
+    b.base_url = None  # dead: out of rotation
+    assert router.pick() is c
+    b.base_url = "http://b"  # back
+    assert router.pick() is b
+    # A conversation stays where it started while that replica is up, even when it is busier.
+    first = router.pick("conv-1")
+    first.in_flight += 10
+    assert router.pick("conv-1") is first
+    first.base_url = None
+    moved = router.pick("conv-1")
+    assert moved is not first and router.pick("conv-1") is moved
+    for x in (a, b, c):
+        x.base_url = None
+    assert router.pick() is None
+
+
+def test_router_spreads_ties():
+    backends = [_B("a"), _B("b")]
+    router = Router(backends)
+    assert {router.pick().label for _ in range(4)} == {"a", "b"}
+
+
+# -- wire mapping -------------------------------------------------------------------------------------
+def test_completion_body_sends_every_knob_explicitly():
+    params = SamplingParams(
+        max_tokens=5, temperature=0.0, seed=7, stop=("\n\n",), logprobs=2, repetition_penalty=1.2
+    )
+    body = completion_body("m", [1, 2, 3], params, 5, top_k_off=-1)
+    assert body["prompt"] == [1, 2, 3] and body["stream"] is True and body["max_tokens"] == 5
+    assert body["top_k"] == -1 and body["min_p"] == 0.0 and body["temperature"] == 0.0
+    assert body["repetition_penalty"] == body["repeat_penalty"] == 1.2
+    assert body["stop"] == ["\n\n"] and body["seed"] == 7 and body["logprobs"] == 2
+    assert completion_body("m", "text", SamplingParams(), 9)["top_k"] == 0
+
+
+def test_finish_reasons_and_logprobs_map_back():
+    assert finish_reason("length") is FinishReason.LENGTH and finish_reason(None) is None
+    assert finish_reason("stop") is FinishReason.STOP and finish_reason("abort") is FinishReason.ABORT
+    raw = {
+        "tokens": ["Hi", "bytes:\\xe4"],
+        "token_logprobs": [-0.5, -1.0],
+        "top_logprobs": [{"Hi": -0.5, "Hello": -1.5, "Hey": -2.0}, None],
+    }
+    out = parse_logprobs(raw, 1, lambda t: {"Hi": 7}.get(t, -1))
+    assert out[0].token_id == 7 and out[0].logprob == -0.5 and [t.token_bytes for t in out[0].top] == [b"Hi"]
+    assert out[1].token_bytes == b"\xe4" and out[1].top == ()
+
+
+# -- the supervisor, against a real (tiny) child HTTP server ---------------------------------------------
+def _fake_kind(*extra: str) -> EngineKind:
+    def build(spec: LaunchSpec, port: int) -> list[str]:
+        argv = [sys.executable, str(FAKE_SERVER), "--port", str(port), *extra]
+        if spec.max_model_len is not None:
+            argv += ["--max-model-len", str(spec.max_model_len)]
+        return argv
+
+    return EngineKind(build, "/health", True, ("hf",))
+
+
+def _spec(max_model_len: int | None = 32768) -> LaunchSpec:
+    return LaunchSpec(kind="fake", model_path="/m", served_name="m", max_model_len=max_model_len)
+
+
+async def test_supervisor_retries_once_with_the_context_that_fits(tmp_path, caplog):
+    sup = Supervisor(
+        _spec(), _fake_kind("--fits", "4464"), label="fake", log_dir=tmp_path, startup_timeout_s=60
+    )
+    await sup.start()
+    try:
+        assert sup.spec.max_model_len == 4464 and sup.base_url is not None
+        assert any("retrying ONCE with --max-model-len 4464" in r.getMessage() for r in caplog.records)
+    finally:
+        await sup.close()
+
+
+async def test_supervisor_names_the_knobs_when_no_context_fits(tmp_path):
+    sup = Supervisor(
+        _spec(), _fake_kind("--no-cache-memory"), label="fake", log_dir=tmp_path, startup_timeout_s=60
+    )
+    with pytest.raises(ModelLoadError) as err:
+        await sup.start()
+    assert "No available memory for the cache blocks" in err.value.message
+    assert "--gpu-memory-utilization" in err.value.message and "--max-model-len" in err.value.message
+
+
+async def test_supervisor_reports_a_crash_at_start_with_the_log_tail(tmp_path):
+    sup = Supervisor(_spec(), _fake_kind("--crash"), label="fake", log_dir=tmp_path, startup_timeout_s=60)
+    with pytest.raises(ModelLoadError, match="(?s)exited with code 3.*weights are missing"):
+        await sup.start()
+
+
+async def test_supervisor_health_deadline(tmp_path):
+    sup = Supervisor(
+        _spec(), _fake_kind("--never-healthy"), label="fake", log_dir=tmp_path, startup_timeout_s=2
+    )
+    with pytest.raises(ModelLoadError, match="not healthy within 2s"):
+        await sup.start()
+
+
+async def test_supervisor_restarts_a_dead_child_and_kills_its_group_on_close(tmp_path):
+    sup = Supervisor(
+        _spec(None),
+        _fake_kind("--grandchild", str(tmp_path)),
+        label="fake",
+        log_dir=tmp_path,
+        startup_timeout_s=60,
+        first_backoff_s=0.1,
+    )
+    events: list[str] = []
+    sup.listeners.append(lambda event, s: events.append(event))
+    await sup.start()
+    first_pid = sup.pid
+    os.kill(first_pid, signal.SIGKILL)
+    for _ in range(200):
+        if events[-1:] == ["up"]:
+            break
+        await asyncio.sleep(0.1)
+    assert events == ["down", "restarted", "up"] and sup.restarts == 1 and sup.pid != first_pid
+    grandchild = int((tmp_path / f"grandchild-{sup.pid}").read_text())
+    await sup.close()
+    for _ in range(50):
+        if not _alive(grandchild):
+            break
+        await asyncio.sleep(0.1)
+    assert not _alive(sup.pid) and not _alive(grandchild)  # the whole process group went
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
