@@ -1,0 +1,76 @@
+"""A real `python -m llama_cpp.server` (llama-cpp-python's OpenAI server) on the embedded model, for the
+upstream-engine tests: llmhost attaches to it, and its own greedy answers are the reference."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import RunningServer, _die_with_parent, free_port, stop_server
+
+N_CTX = 1024  # small, and one thread: two cores are shared by every test
+
+
+def start_llama_server(tmp_dir: Path, model_path: Path, timeout_s: float = 120.0) -> RunningServer:
+    port = free_port()
+    log_path = tmp_dir / f"llama-server-{port}.log"
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--n_ctx", str(N_CTX), "--n_threads", "1", "--n_threads_batch", "1"]
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            cmd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ),
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"llama_cpp.server exited with {process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/v1/models", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    stop_server(server)
+    raise RuntimeError(f"llama_cpp.server not up within {timeout_s}s:\n{server.log()}")
+
+
+def greedy_reference(url: str, prompt_text: str, max_tokens: int) -> dict:
+    """llama_cpp.server's own greedy completion of a rendered prompt (no penalties: pure argmax)."""
+    body = {
+        "prompt": prompt_text,
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "top_k": 0,
+        "min_p": 0.0,
+        "repeat_penalty": 1.0,
+    }
+    r = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
+    r.raise_for_status()
+    return r.json()
+
+
+def render_chat(model_path: Path, messages: list[dict]) -> str:
+    """The prompt llmhost renders for `messages`: the GGUF's own chat template."""
+    from llmhost.conversation.template import ChatTemplate
+    from llmhost.engines.upstream.tokenizer import GgufTokenizer
+
+    tok = GgufTokenizer(model_path)
+    try:
+        info = tok.info
+        template = ChatTemplate.for_engine(
+            info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token
+        )
+        return template.render(messages, add_generation_prompt=True)
+    finally:
+        tok.close()
