@@ -35,6 +35,9 @@ class SamplingParams:
     logprobs: int | None = None  # None: none; 0: the sampled token only; k: plus the k most likely
     ignore_eos: bool = False
     include_stop_str_in_output: bool = False
+    # A GBNF grammar (llama.cpp's format, root rule `root`) every completion must match; None: free text.
+    # Faces build it from a response_format (see llmhost/conversation/structured.py).
+    grammar: str | None = None
 
     def __post_init__(self) -> None:
         _check(self.max_tokens is None or self.max_tokens >= 1, "max_tokens", "must be at least 1")
@@ -56,6 +59,10 @@ class SamplingParams:
         )
         _check(all(s for s in self.stop), "stop", "stop strings must not be empty")
         _check(len(self.stop) <= 16, "stop", "at most 16 stop strings")
+        _check(self.grammar is None or bool(self.grammar.strip()), "grammar", "must not be empty")
+        # A grammar ends a completion at an end-of-generation token once it is complete; ignoring it
+        # would leave nothing the grammar allows.
+        _check(self.grammar is None or not self.ignore_eos, "ignore_eos", "cannot be used with a grammar")
 
     @property
     def is_greedy(self) -> bool:

@@ -13,6 +13,7 @@ from llmhost.errors import ContextLengthExceeded, InvalidRequest, ModelNotLoaded
 from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
 
 from .backend import ContextConfig, LlamaContext, LlamaModel
+from .sampler import check_grammar
 from .scheduler import Outputs, Scheduler, Sequence
 
 log = logging.getLogger("llmhost.llamacpp")
@@ -158,6 +159,8 @@ class LlamaCppEngine:
                 f"requested {len(prompt) + asked} tokens ({len(prompt)} in the prompt, {asked} for the "
                 f"completion). Please reduce the prompt or the completion length."
             )
+        if params.grammar is not None:
+            check_grammar(self._require_model(), params.grammar)  # a bad grammar fails before queueing
         seq = Sequence(
             request_id=request_id or f"req-{next(_request_counter)}",
             prompt=prompt,

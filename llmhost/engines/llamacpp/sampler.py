@@ -2,16 +2,42 @@
 
 Each sequence owns its chain (its own seed and penalty history), so sequences decoded in the same
 batch never influence each other's randomness.
+
+A sequence with a grammar (structured outputs) has llama.cpp's grammar sampler at the head of its
+chain: it masks every token that cannot continue the grammar, end-of-generation included until the
+grammar is complete. Constrained sequences are sampled through an explicit candidates array rather
+than `llama_sampler_sample`, so a dead end (no token allowed) ends the sequence instead of feeding the
+grammar a token it rejects, which llama.cpp answers by aborting the process.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
+
 import llama_cpp as C
 import numpy as np
 
+from llmhost.errors import InvalidRequest
 from llmhost.types import SamplingParams, TokenLogprob, TopLogprob
 
 from .backend import LlamaContext, LlamaModel
+
+log = logging.getLogger("llmhost.llamacpp")
+
+# llama_token_data as numpy sees it: one record per vocabulary entry, filled from a logits row at once.
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+assert _TOKEN_DATA.itemsize == ctypes.sizeof(C.llama_token_data)
+
+
+def check_grammar(model: LlamaModel, grammar: str) -> None:
+    """Raise InvalidRequest unless llama.cpp accepts the grammar (called before a request is queued)."""
+    smpl = C.llama_sampler_init_grammar(model.vocab, grammar.encode("utf-8"), b"root")
+    if not smpl:
+        raise InvalidRequest(
+            "the grammar is not valid GBNF (see the server log for the reason)", param="grammar"
+        )
+    C.llama_sampler_free(smpl)
 
 
 class SequenceSampler:
@@ -19,7 +45,8 @@ class SequenceSampler:
         # Plain greedy needs no chain: a numpy argmax over the logits row is ~5x cheaper than
         # llama_sampler_sample, which first copies the whole vocabulary into a candidates array.
         self._is_plain_greedy = (
-            params.is_greedy
+            params.grammar is None
+            and params.is_greedy
             and params.repetition_penalty == 1.0
             and not params.presence_penalty
             and not params.frequency_penalty
@@ -27,6 +54,19 @@ class SequenceSampler:
         self._chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
         add = lambda smpl: C.llama_sampler_chain_add(self._chain, smpl)  # noqa: E731
         n_vocab = model.n_vocab
+        self._eog = model.eog_token_ids[0] if model.eog_token_ids else model.eos_token_id
+        self._candidates: np.ndarray | None = None
+        if params.grammar is not None:
+            # First in the chain: the samplers after it only ever see tokens the grammar allows.
+            grammar = C.llama_sampler_init_grammar(model.vocab, params.grammar.encode("utf-8"), b"root")
+            if not grammar:  # check_grammar ran before the request was queued; this is a backstop
+                raise InvalidRequest("the grammar is not valid GBNF", param="grammar")
+            add(grammar)
+            self._candidates = np.empty(n_vocab, dtype=_TOKEN_DATA)
+            self._candidates["id"] = np.arange(n_vocab, dtype=np.int32)
+            self._candidates_array = C.llama_token_data_array(
+                self._candidates.ctypes.data_as(C.llama_token_data_p), n_vocab, -1, False
+            )
         # repetition_penalty follows Hugging Face/vLLM: it covers the prompt and the output, so this
         # sampler is fed the prompt. presence/frequency follow OpenAI: the output only, hence a second one.
         if params.repetition_penalty != 1.0:
@@ -57,7 +97,29 @@ class SequenceSampler:
         """Pick the next token from the logits at `batch_index`; the chain remembers it for penalties."""
         if self._is_plain_greedy:
             return int(np.argmax(ctx.logits(batch_index)))
+        if self._candidates is not None:
+            return self._sample_constrained(ctx, batch_index)
         return C.llama_sampler_sample(self._chain, ctx.ptr, batch_index)
+
+    def _sample_constrained(self, ctx: LlamaContext, batch_index: int) -> int:
+        # What llama_sampler_sample does, with a check between choosing and accepting the token.
+        cands, arr = self._candidates, self._candidates_array
+        assert cands is not None
+        cands["id"] = np.arange(len(cands), dtype=np.int32)  # samplers before may have reordered them
+        cands["logit"] = ctx.logits(batch_index)
+        cands["p"] = 0.0
+        arr.data = cands.ctypes.data_as(C.llama_token_data_p)
+        arr.size = len(cands)
+        arr.selected = -1
+        arr.sorted = False
+        C.llama_sampler_apply(self._chain, ctypes.byref(arr))
+        if not 0 <= arr.selected < arr.size or not np.isfinite(cands["logit"][arr.selected]):
+            # Nothing the grammar allows is left: end here rather than accept a token it rejects.
+            log.warning("grammar dead end: no token can continue it; ending the sequence")
+            return self._eog
+        token = int(cands["id"][arr.selected])
+        C.llama_sampler_accept(self._chain, token)
+        return token
 
     def close(self) -> None:
         if self._chain is not None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, StrictStr
 
 from llmhost.conversation.prompt_templates import apply_prompt_template
+from llmhost.conversation.structured import grammar_for_response_format
 from llmhost.errors import InvalidRequest
 from llmhost.types import SamplingParams
 
@@ -90,6 +91,8 @@ class _SamplingFields(_Request):
             return ()
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
+    _grammar: str | None = PrivateAttr(None)  # from response_format, set by check_supported
+
     def sampling(self, *, max_tokens: int | None, logprobs: int | None, choice: int) -> SamplingParams:
         seed = None if self.seed is None else self.seed + choice  # n choices must differ, yet repeat
         return SamplingParams(
@@ -107,6 +110,7 @@ class _SamplingFields(_Request):
             logprobs=logprobs,
             ignore_eos=self.ignore_eos,
             include_stop_str_in_output=self.include_stop_str_in_output,
+            grammar=self._grammar,
         )
 
     @property
@@ -151,10 +155,8 @@ class ChatCompletionRequest(_SamplingFields):
         )
 
     def check_supported(self) -> None:
-        if self.response_format is not None and self.response_format.type != "text":
-            raise InvalidRequest(
-                f"response_format '{self.response_format.type}' is not supported yet", param="response_format"
-            )
+        if self.response_format is not None:  # json_object / json_schema: a grammar the engine samples under
+            self._grammar = grammar_for_response_format(self.response_format.model_dump())
         check_tools(self.tools, self.tool_choice)
         if self.top_logprobs and not self.logprobs:
             raise InvalidRequest("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
