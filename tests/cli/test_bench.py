@@ -169,6 +169,42 @@ def test_a_failed_stream_is_recorded_with_its_reason(body, status, reason):
     assert not result.is_ok and reason in result.error
 
 
+def test_request_bodies_for_both_endpoints():
+    chat = loadgen.RequestSpec("chat", "m", 8).body(Prompt(text="hi", max_tokens=3))
+    assert chat["messages"] == [{"role": "user", "content": "hi"}] and chat["max_tokens"] == 3
+    assert chat["ignore_eos"] is True and chat["stream"] is True
+    assert chat["stream_options"] == {"include_usage": True} and chat["temperature"] == 0.0
+    plain = loadgen.RequestSpec("completions", "m", 8, ignore_eos=False, temperature=None)
+    body = plain.body(Prompt(text="hi"))
+    assert body["prompt"] == "hi" and body["max_tokens"] == 8
+    assert "ignore_eos" not in body and "temperature" not in body and "messages" not in body
+
+
+def test_a_level_keeps_prompt_order_and_the_concurrency_cap_with_poisson_arrivals():
+    in_flight, peak, seen = 0, 0, []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        seen.append(json.loads(request.content)["messages"][0]["content"])
+        usage = {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+        body = _sse(_delta(seen[-1]), usage, "[DONE]")
+        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    async def go() -> tuple[list[RequestResult], float]:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://x") as http:
+            prompts = [Prompt(text=str(i)) for i in range(6)]
+            spec = loadgen.RequestSpec("chat", "m", 1)
+            return await loadgen.run_level(http, spec, prompts, concurrency=2, request_rate=1000.0)
+
+    results, duration_s = asyncio.run(go())
+    assert len(results) == 6 and all(r.is_ok for r in results) and duration_s > 0
+    assert sorted(seen) == [str(i) for i in range(6)] and peak <= 2
+
+
 # -- the command -----------------------------------------------------------------------------------
 def test_a_bad_dataset_or_option_exits_2(tmp_path):
     path = tmp_path / "p.jsonl"
