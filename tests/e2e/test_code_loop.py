@@ -1,0 +1,47 @@
+"""The code agent loop on the real embedded model, through the official openai SDK.
+
+SmolLM2-135M answers "write Python" with a fenced ```python block and then stops on its own, so
+`min_turns=1` is what makes the loop run its code: the transcript must then hold a fenced `output`
+observation with what the program printed. The loop is switched on per request (`extra_body`) on the
+shared server, which also shows the per-request override end to end."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from tests.tools.test_sandbox import BWRAP_WORKS
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not BWRAP_WORKS, reason="the shared server's --sandbox auto needs bubblewrap"),
+]
+
+MESSAGES = [
+    {"role": "system", "content": "You solve problems by writing Python code inside <python></python> tags."},
+    {"role": "user", "content": "Print hello world using Python."},
+]
+LOOP = {"code_tools": True, "min_turns": 1, "max_turns": 1}
+
+
+def test_min_turns_runs_the_models_code_and_feeds_the_output_back(server):
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", timeout=600)
+    r = client.chat.completions.create(
+        model="smol", messages=MESSAGES, temperature=0, max_tokens=100, extra_body=LOOP
+    )
+    content = r.choices[0].message.content or ""
+    assert "```python" in content
+    assert "\n```output\n" in content, content  # the observation, inline in the transcript
+    extra = r.model_extra or {}
+    choice_extra = r.choices[0].model_extra or {}
+    assert choice_extra["num_turns"] == 1
+    [result] = choice_extra["tool_results"]
+    assert result["exit_code"] == 0 and result["mode"] == "bwrap"
+    assert result["stdout"] in content  # what the program printed is what the model was shown
+    usage = r.usage.model_extra or {}
+    assert usage["tool_tokens"] > 0 and usage["num_turns"] == 1
+    assert 0 < r.usage.completion_tokens <= 100  # max_tokens bounds the model's tokens over all turns
+    assert not extra.get("error")
+    metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
+    assert 'llmhost:sandbox_executions_total{outcome="ok"}' in metrics
