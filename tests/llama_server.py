@@ -21,6 +21,7 @@ def start_llama_server(tmp_dir: Path, model_path: Path, timeout_s: float = 120.0
     log_path = tmp_dir / f"llama-server-{port}.log"
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--n_ctx", str(N_CTX), "--n_threads", "1", "--n_threads_batch", "1"]
+    cmd += ["--interrupt_requests", "false"]  # queue concurrent requests instead of cutting the running one
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             cmd,

@@ -103,6 +103,8 @@ def llama_server_command(spec: LaunchSpec, port: int) -> list[str]:
     if spec.threads is not None:
         argv += ["--n_threads", str(spec.threads), "--n_threads_batch", str(spec.threads)]
     argv += ["--n_gpu_layers", "-1" if spec.gpus else "0"]
+    # By default a new request interrupts the running stream (it serves one at a time); queue instead.
+    argv += ["--interrupt_requests", "false"]
     return argv + list(spec.extra_args)
 
 

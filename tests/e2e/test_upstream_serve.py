@@ -1,0 +1,191 @@
+"""`llmhost serve` over upstream engines, end to end: attached to a running llama_cpp.server, supervising
+one (killed mid-request), a fallback chain past a broken model, and two replicas sharing the load."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import RunningServer, start_server, stop_server
+from tests.llama_server import N_CTX, greedy_reference, render_chat, start_llama_server
+
+pytestmark = pytest.mark.e2e
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+SMALL = ("--max-model-len", str(N_CTX), "--threads", "1", "--max-num-seqs", "4")
+
+
+def _client(server: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def _child_pids(server: RunningServer) -> list[int]:
+    return [int(p) for p in re.findall(r"started pid (\d+)", server.log())]
+
+
+def _wait_healthy(server: RunningServer, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if httpx.get(f"{server.url}/health", timeout=5).status_code == 200:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not healthy again within {timeout_s}s:\n{server.log()}")
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[RunningServer]:
+    srv = start_llama_server(tmp_path_factory.mktemp("llama-server"), model_path)
+    yield srv
+    stop_server(srv)
+
+
+def test_attach_answers_as_the_upstream_itself(tmp_path, llama_server, model_path):
+    srv = start_server(
+        tmp_path,
+        "--engine-url",
+        llama_server.url,
+        "--engine-api-key",
+        "sk-upstream-secret",
+        "--served-model-name",
+        "smol",
+        *SMALL,
+    )
+    try:
+        client = _client(srv)
+        ref = greedy_reference(llama_server.url, render_chat(model_path, QUESTION), 24)["choices"][0]["text"]
+        r = client.chat.completions.create(model="smol", messages=QUESTION, max_tokens=24, temperature=0)
+        assert r.choices[0].message.content == ref and ref
+        chunks = client.chat.completions.create(
+            model="smol", messages=QUESTION, max_tokens=24, temperature=0, stream=True
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ref
+        health = httpx.get(f"{srv.url}/health").json()
+        assert health["engine"] == "upstream" and llama_server.url in health["device"]
+    finally:
+        stop_server(srv)
+    assert "sk-upstream-secret" not in srv.log()
+
+
+def test_supervised_engine_is_restarted_after_kill_9(tmp_path):
+    srv = start_server(tmp_path, "--engine", "llama-server", "--engine-log-dir", str(tmp_path), *SMALL)
+    try:
+        client = _client(srv)
+        [child] = _child_pids(srv)
+        outcome: list[BaseException | str] = []
+
+        def long_request() -> None:
+            try:
+                r = client.completions.create(
+                    model="x",
+                    prompt="Once upon a time",
+                    max_tokens=600,
+                    temperature=0,
+                    extra_body={"ignore_eos": True},
+                )
+                outcome.append(r.choices[0].finish_reason)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=long_request)
+        thread.start()
+        _wait_running(srv)
+        os.kill(child, signal.SIGKILL)
+        thread.join(60)
+        [err] = outcome
+        assert isinstance(err, openai.APIStatusError) and err.status_code == 503, err
+        assert "llama-server" in err.message
+        # /health says what happens until the new child answers (it may already be back).
+        body = httpx.get(f"{srv.url}/health").json()
+        assert (
+            body["model_loaded"] is False and "exited with code -9" in body["error"] or body["model_loaded"]
+        )
+        _wait_healthy(srv)
+        r = client.chat.completions.create(model="x", messages=QUESTION, max_tokens=8, temperature=0)
+        assert r.choices[0].message.content
+        pids = _child_pids(srv)
+        assert len(pids) == 2 and pids[1] != child
+        metrics = httpx.get(f"{srv.url}/metrics").text
+        assert re.search(r'llmhost:engine_restarts_total\{engine="llama-server",[^}]*\} 1\.0', metrics)
+    finally:
+        stop_server(srv)
+    with pytest.raises(ProcessLookupError):  # the supervised child went with llmhost
+        os.kill(_child_pids(srv)[-1], 0)
+
+
+def _wait_running(srv: RunningServer, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if re.search(r"vllm:num_requests_running\{[^}]*\} 1\.0", httpx.get(f"{srv.url}/metrics").text):
+            time.sleep(0.5)  # let it get going upstream
+            return
+        time.sleep(0.05)
+    raise AssertionError("the request never started")
+
+
+def test_fallback_chain_serves_the_second_model_and_says_why(tmp_path, model_path):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)  # a GGUF header and nothing else
+    srv = start_server(
+        tmp_path,
+        "--model",
+        str(broken),
+        "--fallback-model",
+        str(model_path),
+        "--engine",
+        "llama-server",
+        "--engine-log-dir",
+        str(tmp_path),
+        *SMALL,
+    )
+    try:
+        info = httpx.get(f"{srv.url}/api/v1/model/info").json()
+        assert info["chosen_engine"] == "llama-server" and info["chosen_model"] == str(model_path)
+        [failure] = info["fallback_failures"]
+        assert failure["model"] == str(broken) and failure["engine"] == "llama-server"
+        assert "ModelLoadError" in failure["error"]
+        assert info["model_name"] == "broken"  # clients keep the name they know
+        r = _client(srv).chat.completions.create(model="x", messages=QUESTION, max_tokens=4)
+        assert r.choices[0].message.content
+        assert "fallback chain: llama-server with" in srv.log() and str(broken) in srv.log()
+    finally:
+        stop_server(srv)
+
+
+def test_two_replicas_share_concurrent_requests(tmp_path):
+    srv = start_server(
+        tmp_path, "--engine", "llama-server", "--replicas", "2", "--engine-log-dir", str(tmp_path), *SMALL
+    )
+    try:
+        logs = [tmp_path / "llama-server-0.log", tmp_path / "llama-server-1.log"]
+        before = [_completions_served(p) for p in logs]
+        aclient = openai.AsyncOpenAI(base_url=f"{srv.url}/v1", api_key="unused", max_retries=0, timeout=300)
+
+        async def ask(i: int) -> str:
+            msg = [{"role": "user", "content": f"Say a word about the number {i}."}]
+            r = await aclient.chat.completions.create(model="x", messages=msg, max_tokens=8, temperature=0)
+            return r.choices[0].message.content
+
+        answers = asyncio.run(_gather(ask, 8))
+        assert len(answers) == 8 and all(answers)
+        served = [_completions_served(p) - b for p, b in zip(logs, before, strict=True)]
+        assert sum(served) == 8 and min(served) >= 1, served
+    finally:
+        stop_server(srv)
+
+
+async def _gather(fn, n: int) -> list:
+    return await asyncio.gather(*(fn(i) for i in range(n)))
+
+
+def _completions_served(log: Path) -> int:
+    return log.read_text(errors="replace").count('"POST /v1/completions HTTP/1.1" 200')
