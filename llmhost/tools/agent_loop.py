@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -104,18 +105,42 @@ def settle_tokens(engine: Engine, token_ids: list[int], text: str) -> list[int]:
 
     The model's own tokens are kept when they spell `text` exactly (the usual case, and the one that
     keeps training and serving in the same token space); a trailing end-of-generation token is dropped;
-    when the stop string ended inside a token, `text` is tokenized instead."""
+    when the stop string ended inside a token, `text` is tokenized instead (as text: see below)."""
     if token_ids:
         if engine.detokenize(token_ids) == text:
             return token_ids
         if engine.detokenize(token_ids[:-1]) == text:
             return token_ids[:-1]
-    return engine.tokenize(text)
+    return tokenize_untrusted(engine, text)
+
+
+# Special-token spellings: ChatML-style `<|…|>` (Qwen, SmolLM, Phi…) and DeepSeek's full-width `<｜…｜>`.
+_SPECIAL_LOOKING = re.compile(r"<[|｜][^\s<>|｜]{1,64}[|｜]>")
+
+
+def tokenize_untrusted(engine: Engine, text: str) -> list[int]:
+    """Tokens of text that must stay text: a program that prints `<|im_end|>` must not end the model's
+    turn or forge a new one. `Engine.tokenize` parses special-token spellings as special tokens, so each
+    special-looking span (and the model's own BOS/EOS spelling) is tokenized without its first character
+    attached; the text is unchanged."""
+    info = engine.info()
+    literals = [re.escape(t) for t in (info.eos_token, info.bos_token) if t and len(t) > 1]
+    pattern = re.compile("|".join([_SPECIAL_LOOKING.pattern, *literals]))
+    tokens: list[int] = []
+    pos = 0
+    for match in pattern.finditer(text):
+        span = match.group()
+        tokens += engine.tokenize(text[pos : match.start()]) if match.start() > pos else []
+        tokens += engine.tokenize(span[0]) + engine.tokenize(span[1:])
+        pos = match.end()
+    if pos < len(text):
+        tokens += engine.tokenize(text[pos:])
+    return tokens
 
 
 def truncate_observation(engine: Engine, text: str, max_tokens: int | None) -> tuple[str, list[int]]:
     """`text` and its tokens, cut to `max_tokens` by keeping the head and the tail around a marker."""
-    tokens = engine.tokenize(text)
+    tokens = tokenize_untrusted(engine, text)
     if max_tokens is None or len(tokens) <= max_tokens:
         return text, tokens
     num_cut = len(tokens) - max_tokens
