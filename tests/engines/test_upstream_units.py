@@ -91,7 +91,8 @@ def test_llama_server_command_and_defaults():
     spec = LaunchSpec(kind="llama-server", model_path="/m.gguf", served_name="smol", threads=1)
     flags = _pairs(KINDS["llama-server"].build(spec, 99))
     assert flags["-m"] == "llama_cpp.server" and flags["--model"] == "/m.gguf"
-    assert flags["--n_ctx"] == "2048" and flags["--n_threads"] == "1" and flags["--n_gpu_layers"] == "0"
+    assert flags["--n_ctx"] == "0" and flags["--n_threads"] == "1" and flags["--n_gpu_layers"] == "0"
+    assert flags["--interrupt_requests"] == "false"  # queue, never cut the running stream
     assert flags["--model_alias"] == "smol"
 
 

@@ -12,8 +12,9 @@ from typing import Any
 from llmhost.errors import ModelLoadError
 from llmhost.models.source import ModelSource
 
+from .backends import AttachedBackend
 from .commands import KINDS, LaunchSpec, split_engine_args
-from .engine import AttachedBackend, UpstreamEngine, default_log_dir
+from .engine import UpstreamEngine, default_log_dir
 from .supervisor import Supervisor
 
 log = logging.getLogger("llmhost.upstream")
@@ -100,7 +101,7 @@ def replica_gpu_sets(gpu: Any, replicas: int, tp: int) -> list[tuple[int, ...] |
     GPU visible the replicas are not pinned at all (CPU engines such as llama-server)."""
     text = ",".join(map(str, gpu)) if isinstance(gpu, list | tuple) else (str(gpu) if gpu is not None else "")
     text = text.strip().lower()
-    if text == "none":
+    if text in ("none", "cpu"):
         return [None] * replicas
     visible = _visible_gpus()
     if text and text != "auto":

@@ -99,7 +99,7 @@ def llama_server_command(spec: LaunchSpec, port: int) -> list[str]:
     """llama-cpp-python's OpenAI server (`python -m llama_cpp.server`), for GGUF files."""
     argv = [spec.python, "-m", "llama_cpp.server", "--model", spec.model_path]
     argv += ["--host", HOST, "--port", str(port), "--model_alias", spec.served_name]
-    argv += ["--n_ctx", str(spec.max_model_len or 2048)]
+    argv += ["--n_ctx", str(spec.max_model_len or 0)]  # 0: the model's training context, as llmhost
     if spec.threads is not None:
         argv += ["--n_threads", str(spec.threads), "--n_threads_batch", str(spec.threads)]
     argv += ["--n_gpu_layers", "-1" if spec.gpus else "0"]

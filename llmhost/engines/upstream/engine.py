@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,72 +23,18 @@ from llmhost.errors import (
     ContextLengthExceeded,
     EngineError,
     InvalidRequest,
-    ModelLoadError,
     ModelNotLoaded,
     QueueFull,
 )
 from llmhost.models.source import ModelSource
 from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams, Usage
 
+from .backends import AttachedBackend, Backend
 from .router import Router
 from .tokenizer import LocalTokenizer, load_tokenizer
 from .wire import completion_body, finish_reason, parse_logprobs
 
 log = logging.getLogger("llmhost.upstream")
-
-
-class Backend(Protocol):
-    """One server requests can go to (an attached URL or a `Supervisor`)."""
-
-    label: str
-    base_url: str | None  # None while it cannot take requests
-    down_reason: str | None
-    in_flight: int
-    restarts: int
-    listeners: list
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class AttachedBackend:
-    """A server llmhost did not start: it only checks that it answers."""
-
-    def __init__(self, url: str, headers: dict[str, str], *, timeout_s: float = 30.0) -> None:
-        url = url.rstrip("/")
-        self.url = url[:-3] if url.endswith("/v1") else url
-        self.label = f"upstream {self.url}"
-        self.base_url: str | None = None
-        self.down_reason: str | None = "not started"
-        self.in_flight = 0
-        self.restarts = 0
-        self.listeners: list = []
-        self.models: list[dict[str, Any]] = []
-        self._headers = headers
-        self._timeout_s = timeout_s
-
-    async def start(self) -> None:
-        deadline = time.monotonic() + self._timeout_s
-        last = ""
-        async with httpx.AsyncClient(timeout=5.0, headers=self._headers) as client:
-            while time.monotonic() < deadline:
-                try:
-                    resp = await client.get(self.url + "/v1/models")
-                    if resp.status_code in (401, 403):
-                        raise ModelLoadError(f"{self.label} refused --engine-api-key ({resp.status_code})")
-                    if resp.status_code == 200:
-                        self.models = list(resp.json().get("data") or [])
-                        self.base_url, self.down_reason = self.url, None
-                        return
-                    last = f"GET /v1/models answered {resp.status_code}"
-                except (httpx.HTTPError, ValueError) as exc:
-                    last = f"{type(exc).__name__}: {exc}"
-                await asyncio.sleep(0.5)
-        raise ModelLoadError(f"{self.label} did not answer within {self._timeout_s:g}s ({last})")
-
-    async def close(self) -> None:
-        self.base_url, self.down_reason = None, "closed"
 
 
 class EngineListener(Protocol):
@@ -131,6 +76,9 @@ class UpstreamEngine:
         # The key only ever goes into this client's headers: never logged, never in a child's env.
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._router = Router(self._backends)
+        # httpx logs every request at INFO: one line per generated sequence is noise in a server log.
+        if logging.getLogger("httpx").level == logging.NOTSET:
+            logging.getLogger("httpx").setLevel(logging.WARNING)
         self._tokenizer: LocalTokenizer | None = None
         self._client: httpx.AsyncClient | None = None
         self._info: EngineInfo | None = None
@@ -189,6 +137,20 @@ class UpstreamEngine:
                     self._upstream_model = m["id"]
                 limits.append(m.get("max_model_len") if isinstance(m.get("max_model_len"), int) else None)
         known = [v for v in limits if v]
+        reported = any(
+            isinstance(m.get("max_model_len"), int) for b in self._backends for m in getattr(b, "models", [])
+        )
+        if (
+            self._requested_max_model_len is None
+            and any(isinstance(b, AttachedBackend) for b in self._backends)
+            and not reported
+        ):
+            log.warning(
+                "the upstream does not report its context length; assuming the model's (%s). Set "
+                "--max-model-len to the server's own (llama_cpp.server: its --n_ctx) so too-long prompts "
+                "get a clear 400 here",
+                vocab.context_length,
+            )
         return EngineInfo(
             engine=self.name,
             model_path=str(self._source.path),
