@@ -167,7 +167,8 @@ class Settings(BaseSettings):
     engine: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["llama.cpp"],
         description="Engine(s) to try, in order: llama.cpp (in-process, default), vllm, sglang, lmdeploy, "
-        "llama-server (supervised OpenAI-compatible child servers). A comma-separated list is a fallback "
+        "llama-server (supervised OpenAI-compatible child servers), transformers (in-process, HF folders and "
+        "GGUF, CPU or GPU). A comma-separated list is a fallback "
         "chain: the first that loads is served.",
     )
     fallback_model: Annotated[list[str], NoDecode] = Field(
@@ -211,6 +212,18 @@ class Settings(BaseSettings):
         le=64,
         description="Supervised engines to run (each on its own --tensor-parallel-size GPUs); requests go "
         "to the one with the fewest in flight.",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Weight and activation dtype of the transformers engine. auto: float32 on the CPU, "
+        "bfloat16 on a GPU that has it, else float16.",
+    )
+    gpu: str = Field(
+        "auto",
+        pattern=r"^\s*(auto|none|cpu|\d+(\s*,\s*\d+)*)\s*$",
+        description="GPUs to use: auto (the ones with the most free memory, read through NVML; the CPU "
+        "when there is none), none (the CPU), or CUDA indices as this process sees them under "
+        "CUDA_VISIBLE_DEVICES, e.g. 0,2.",
     )
 
     @field_validator(

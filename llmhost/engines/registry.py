@@ -17,7 +17,7 @@ def _llamacpp(settings: Settings, source: ModelSource, name: str) -> Engine:
     if source.format != "gguf":
         raise ModelLoadError(
             f"the llama.cpp engine reads GGUF files; {source.path} is a '{source.format}' "
-            "model folder (the transformers engine is not available yet)"
+            "model folder (--engine transformers reads those)"
         )
     return LlamaCppEngine(
         str(source.path),
@@ -27,6 +27,29 @@ def _llamacpp(settings: Settings, source: ModelSource, name: str) -> Engine:
         threads=settings.threads,
         batch_tokens=settings.max_num_batched_tokens,
         flash_attn=settings.flash_attn,
+    )
+
+
+def _transformers(settings: Settings, source: ModelSource, name: str) -> Engine:
+    """HF folders and GGUF files through transformers (torch is imported when the engine starts)."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ModelLoadError(
+            f"the transformers engine needs {' and '.join(missing)}: pip install 'llmhost[transformers]'"
+        )
+    from llmhost.engines.transformers.engine import TransformersEngine
+
+    return TransformersEngine(
+        source.path,
+        model_format=source.format,
+        model_name=name,
+        max_model_len=settings.max_model_len,
+        max_num_seqs=settings.max_num_seqs,
+        threads=settings.threads,
+        dtype=settings.dtype,
+        gpu=settings.gpu,
     )
 
 
@@ -47,6 +70,7 @@ ENGINES: dict[str, Callable[[Settings, ModelSource, str], Engine]] = {
     "sglang": _supervised("sglang"),
     "lmdeploy": _supervised("lmdeploy"),
     "llama-server": _supervised("llama-server"),
+    "transformers": _transformers,
 }
 
 

@@ -1,0 +1,105 @@
+"""The running batch: one left-padded KV cache shared by every sequence being decoded.
+
+Rows are spliced, not recomputed: new sequences are prefilled together into a cache of their own and
+then joined to the running cache (the shorter side is left-padded), finished rows are cut out, and
+columns that became padding in every row are trimmed. Each row's real tokens are therefore always a
+contiguous run at the right end, its attention mask is 0 over the padding, and its position ids
+count only its own tokens, so a sequence decodes exactly as it would alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+
+class PaddedBatch:
+    def __init__(self, model: Any, pad_token_id: int, device: torch.device) -> None:
+        self._model = model
+        self._pad = pad_token_id
+        self._device = device
+        self.cache: Any = None  # transformers DynamicCache over all rows
+        self.mask: torch.Tensor | None = None  # [rows, columns] 1 = real token
+
+    @property
+    def num_rows(self) -> int:
+        return 0 if self.mask is None else self.mask.shape[0]
+
+    def prefill(self, prompts: Sequence[Sequence[int]]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """Run the prompts as one left-padded batch; returns (cache, mask, last-position logits)."""
+        from transformers import DynamicCache
+
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            mask[row, width - len(prompt) :] = 1
+        ids, mask = ids.to(self._device), mask.to(self._device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self._model.config)
+        out = self._model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.past_key_values, mask, out.logits[:, -1, :]
+
+    def join(self, cache: Any, mask: torch.Tensor) -> None:
+        """Append prefilled rows (from `prefill`) below the running ones."""
+        if self.mask is None:
+            self.cache, self.mask = cache, mask
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+        old_pad, new_pad = width - self.mask.shape[1], width - mask.shape[1]
+        for old, new in zip(self.cache.layers, cache.layers, strict=True):
+            old.keys = torch.cat([_left_pad(old.keys, old_pad), _left_pad(new.keys, new_pad)], dim=0)
+            old.values = torch.cat([_left_pad(old.values, old_pad), _left_pad(new.values, new_pad)], dim=0)
+        self.mask = torch.cat(
+            [torch.nn.functional.pad(self.mask, (old_pad, 0)), torch.nn.functional.pad(mask, (new_pad, 0))]
+        )
+
+    def keep(self, rows: Sequence[int]) -> None:
+        """Keep only these rows (in this order), then drop columns that are padding in every row."""
+        if not rows:
+            self.cache, self.mask = None, None
+            return
+        assert self.mask is not None
+        if len(rows) != self.num_rows or list(rows) != list(range(self.num_rows)):
+            index = torch.tensor(list(rows), dtype=torch.long, device=self.mask.device)
+            self.mask = self.mask.index_select(0, index)
+            for layer in self.cache.layers:
+                layer.keys = layer.keys.index_select(0, index)
+                layer.values = layer.values.index_select(0, index)
+        first = int(self.mask.any(dim=0).int().argmax())
+        if first > 0:
+            self.mask = self.mask[:, first:]
+            for layer in self.cache.layers:
+                layer.keys = layer.keys[:, :, first:, :]
+                layer.values = layer.values[:, :, first:, :]
+
+    def decode(self, tokens: Sequence[int]) -> torch.Tensor:
+        """One step: feed each row its next token; returns the logits of the new position, [rows, vocab]."""
+        assert self.mask is not None and len(tokens) == self.num_rows
+        ids = torch.tensor(tokens, dtype=torch.long, device=self._device).unsqueeze(1)
+        positions = self.mask.sum(dim=1, keepdim=True)
+        self.mask = torch.nn.functional.pad(self.mask, (0, 1), value=1)
+        out = self._model(
+            input_ids=ids,
+            attention_mask=self.mask,
+            position_ids=positions,
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        self.cache = out.past_key_values
+        return out.logits[:, -1, :]
+
+
+def _left_pad(kv: torch.Tensor, columns: int) -> torch.Tensor:
+    """[rows, heads, length, dim] -> zeros on the left of `length`."""
+    return torch.nn.functional.pad(kv, (0, 0, columns, 0)) if columns else kv

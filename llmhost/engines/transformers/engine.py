@@ -1,0 +1,258 @@
+"""The transformers engine: the `Engine` protocol over a padded-batch scheduler on its own thread.
+
+It loads an HF model folder (safetensors) or a GGUF file (dequantised by transformers' GGUF loader) on
+the CPU or one CUDA GPU. It is the fallback when faster engines do not load, and the path for models
+llama.cpp cannot read; every face sees the same deltas, stops, usage and logprobs as from llama.cpp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+from collections.abc import AsyncIterator
+from collections.abc import Sequence as Seq
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmhost.engines.gpu import choose_gpus
+from llmhost.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError, ModelNotLoaded
+from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
+
+log = logging.getLogger("llmhost.transformers")
+
+if TYPE_CHECKING:  # torch and transformers load only when the engine starts
+    from .loader import LoadedModel
+    from .scheduler import Outputs, Scheduler, Sequence
+
+_request_counter = itertools.count()
+
+
+class TransformersEngine:
+    name = "transformers"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        model_format: str,
+        model_name: str,
+        max_model_len: int | None = None,
+        max_num_seqs: int = 8,
+        threads: int | None = None,
+        dtype: str = "auto",
+        gpu: str = "auto",
+        prefill_tokens: int = 2048,
+    ) -> None:
+        self._model_path = Path(model_path)
+        self._model_format = model_format
+        self._model_name = model_name
+        self._requested_max_model_len = max_model_len
+        self._max_num_seqs = max_num_seqs
+        self._threads = threads
+        self._dtype = dtype
+        self._gpu = gpu
+        self._prefill_tokens = prefill_tokens
+        self._loaded: LoadedModel | None = None
+        self._table: list[bytes] = []
+        self._scheduler: Scheduler | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queues: dict[Sequence, asyncio.Queue[Delta | Exception]] = {}
+        self._info: EngineInfo | None = None
+        # A fast tokenizer is one Rust object: calls from several threads at once can fail ("Already
+        # borrowed"), so every use goes through this lock.
+        self._tokenizer_lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._scheduler is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._load)
+
+    def _load(self) -> None:
+        import torch
+
+        from .loader import load, token_bytes_table
+        from .scheduler import Scheduler
+
+        if self._threads:
+            torch.set_num_threads(self._threads)
+        device = self._pick_device(torch)
+        loaded = load(self._model_path, self._model_format, device, self._dtype)
+        limit = loaded.max_position_embeddings
+        max_len = self._requested_max_model_len or limit or 4096
+        if limit and max_len > limit:
+            log.warning(
+                "max_model_len %d is above the model's position limit %d; quality may suffer", max_len, limit
+            )
+        vocab_size = int(loaded.model.get_output_embeddings().weight.shape[0])
+        self._table = token_bytes_table(loaded.tokenizer, vocab_size)
+        tokenizer = loaded.tokenizer
+        self._loaded = loaded
+        self._info = EngineInfo(
+            engine=self.name,
+            model_path=str(self._model_path),
+            model_name=self._model_name,
+            max_model_len=max_len,
+            max_num_seqs=self._max_num_seqs,
+            device=str(device),
+            model_size_bytes=loaded.size_bytes,
+            vocab_size=vocab_size,
+            chat_template=getattr(tokenizer, "chat_template", None),
+            bos_token=tokenizer.bos_token or "",
+            eos_token=tokenizer.eos_token or "",
+        )
+        self._scheduler = Scheduler(
+            loaded,
+            self._table,
+            self._on_outputs,
+            max_num_seqs=self._max_num_seqs,
+            prefill_tokens=self._prefill_tokens,
+        )
+        self._scheduler.start()
+        log.info(
+            "loaded %s with transformers on %s (%s): max_model_len=%d, max_num_seqs=%d",
+            self._model_path,
+            device,
+            str(loaded.dtype).removeprefix("torch."),
+            max_len,
+            self._max_num_seqs,
+        )
+
+    def _pick_device(self, torch: Any) -> Any:
+        try:
+            choice = choose_gpus(self._gpu, count=1)
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from None
+        if not choice.cuda_indices:
+            log.info("transformers engine on the CPU: %s", choice.reason)
+            return torch.device("cpu")
+        if not torch.cuda.is_available():
+            if self._gpu == "auto":
+                log.warning("NVML sees a GPU but this torch build has no CUDA; using the CPU")
+                return torch.device("cpu")
+            raise ModelLoadError(
+                f"--gpu {self._gpu}: this torch build cannot use CUDA (torch {torch.__version__})"
+            )
+        if len(choice.cuda_indices) > 1:
+            log.warning("the transformers engine uses one GPU; taking cuda:%d", choice.cuda_indices[0])
+        log.info("transformers engine on cuda:%d: %s", choice.cuda_indices[0], choice.reason)
+        return torch.device("cuda", choice.cuda_indices[0])
+
+    async def close(self) -> None:
+        self._info = None  # info() and generate() now say "not loaded" until start() runs again
+        if self._scheduler is not None:
+            await asyncio.to_thread(self._scheduler.stop)
+            self._scheduler = None
+        if self._loaded is not None:
+            is_cuda = self._loaded.device.type == "cuda"
+            self._loaded = None
+            if is_cuda:
+                import torch
+
+                torch.cuda.empty_cache()
+
+    # -- protocol ----------------------------------------------------------------------------------
+    def info(self) -> EngineInfo:
+        if self._info is None:
+            raise ModelNotLoaded("the model is not loaded yet")
+        return self._info
+
+    def stats(self) -> EngineStats:
+        s = self._scheduler
+        if s is None:
+            return EngineStats(0, 0, 0.0, 0, 0)
+        return EngineStats(
+            num_running=s.num_running,
+            num_waiting=s.num_waiting,
+            kv_cache_usage=s.num_running / self._max_num_seqs,
+            num_steps=s.num_steps,
+            last_step_num_seqs=s.last_step_num_seqs,
+        )
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        loaded = self._require_loaded()
+        with self._tokenizer_lock:
+            return list(loaded.tokenizer(text, add_special_tokens=add_special)["input_ids"])
+
+    def detokenize(self, token_ids: Seq[int]) -> str:
+        from .loader import detokenize
+
+        self._require_loaded()
+        return detokenize(self._table, token_ids)
+
+    def generate(
+        self, prompt_tokens: Seq[int], params: SamplingParams, request_id: str | None = None
+    ) -> AsyncIterator[Delta]:
+        from .scheduler import Sequence
+
+        info = self.info()
+        if self._scheduler is None:
+            raise ModelNotLoaded("the engine is not running")
+        prompt = list(prompt_tokens)
+        if not prompt:
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        if any(not 0 <= t < info.vocab_size for t in prompt):
+            raise InvalidRequest("the prompt has token ids outside the vocabulary", param="prompt")
+        room = info.max_model_len - len(prompt)
+        if room < 1 or (params.max_tokens is not None and params.max_tokens > room):
+            asked = params.max_tokens or 1
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {info.max_model_len} tokens. However, you "
+                f"requested {len(prompt) + asked} tokens ({len(prompt)} in the prompt, {asked} for the "
+                f"completion). Please reduce the prompt or the completion length."
+            )
+        seq = Sequence(
+            request_id=request_id or f"req-{next(_request_counter)}",
+            prompt=prompt,
+            params=params,
+            max_tokens=params.max_tokens or room,
+        )
+        return self._stream(seq)
+
+    async def _stream(self, seq: Sequence) -> AsyncIterator[Delta]:
+        scheduler = self._scheduler
+        if scheduler is None:
+            raise ModelNotLoaded("the engine is not running")
+        queue: asyncio.Queue[Delta | Exception] = asyncio.Queue()
+        self._queues[seq] = queue
+        is_finished = False
+        scheduler.submit(seq)
+        try:
+            while not is_finished:
+                item = await queue.get()
+                if isinstance(item, Exception):
+                    is_finished = True
+                    raise item
+                # A slow reader gets what piled up as one delta: fewer events, same content.
+                while item.finish_reason is None and not queue.empty():
+                    nxt = queue.get_nowait()
+                    if isinstance(nxt, Exception):
+                        is_finished = True
+                        raise nxt
+                    item.extend(nxt)
+                is_finished = item.finish_reason is not None
+                yield item
+        finally:
+            self._queues.pop(seq, None)
+            if not is_finished:
+                scheduler.abort(seq)
+
+    # -- engine thread -> event loop ---------------------------------------------------------------
+    def _on_outputs(self, outputs: Outputs) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._deliver, outputs)
+
+    def _deliver(self, outputs: Outputs) -> None:
+        for seq, item in outputs:
+            queue = self._queues.get(seq)
+            if queue is not None:
+                queue.put_nowait(item)
+
+    def _require_loaded(self) -> LoadedModel:
+        if self._loaded is None:
+            raise ModelNotLoaded("the model is not loaded yet")
+        return self._loaded

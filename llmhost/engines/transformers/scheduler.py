@@ -1,0 +1,237 @@
+"""Continuous batching for the transformers engine, on a thread of its own.
+
+Every step:
+1. cut out sequences whose client went away (their rows leave the batch at once);
+2. admit waiting sequences while there are free rows: prefill them together as one left-padded batch
+   (up to the prefill token budget, always at least one), sample their first tokens, and join them to
+   the running batch;
+3. one decode step over every running row (torch releases the GIL, so the event loop keeps serving);
+4. sample each row with its own sampler, turn tokens into text, check stops and limits;
+5. hand every delta of the step to the event loop in one call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass, field
+
+import torch
+
+from llmhost.engines.textstream import StopStringMatcher
+from llmhost.errors import EngineError
+from llmhost.types import Delta, FinishReason, SamplingParams, TokenLogprob, Usage
+
+from .batch import PaddedBatch
+from .loader import LoadedModel
+from .sampling import SequenceSampler, token_logprob
+
+log = logging.getLogger("llmhost.transformers")
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One generation request as the scheduler sees it."""
+
+    request_id: str
+    prompt: list[int]
+    params: SamplingParams
+    max_tokens: int
+    next_token: int = -1  # sampled, not yet fed to the model
+    num_generated: int = 0
+    is_finished: bool = False  # ended (or aborted); its row leaves the batch before the next step
+    is_aborted: bool = False  # set from the event loop thread; read by the scheduler
+    sampler: SequenceSampler | None = None
+    matcher: StopStringMatcher = field(init=False)
+    arrival_s: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.matcher = StopStringMatcher(
+            self.params.stop, include_stop=self.params.include_stop_str_in_output
+        )
+
+
+Outputs = list[tuple[Sequence, Delta | Exception]]
+
+
+class Scheduler:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        table: Seq[bytes],
+        on_outputs: Callable[[Outputs], None],
+        *,
+        max_num_seqs: int,
+        prefill_tokens: int,
+    ) -> None:
+        self._loaded = loaded
+        self._table = table
+        self._vocab_size = len(table)
+        self._on_outputs = on_outputs
+        self._max_num_seqs = max_num_seqs
+        self._prefill_tokens = prefill_tokens
+        self._eog = loaded.eog_token_ids
+        self._batch = PaddedBatch(loaded.model, loaded.pad_token_id, loaded.device)
+        self._running: list[Sequence] = []  # row i of the batch is self._running[i]
+        self._waiting: deque[Sequence] = deque()
+        self._waiting_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._is_stopping = False
+        self._thread = threading.Thread(target=self._run, name="llmhost-transformers", daemon=True)
+        self.num_steps = 0
+        self.last_step_num_seqs = 0
+
+    # -- called from other threads -------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, seq: Sequence) -> None:
+        with self._waiting_lock:
+            self._waiting.append(seq)
+        self._wake.set()
+
+    def abort(self, seq: Sequence) -> None:
+        seq.is_aborted = True
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._is_stopping = True
+        self._wake.set()
+        self._thread.join(timeout=30)
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    # -- the engine thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while not self._is_stopping:
+                if not self._running and not self._waiting:
+                    self._wake.wait(timeout=1.0)
+                    self._wake.clear()
+                    continue
+                try:
+                    self._step()
+                except Exception as exc:  # never let one bad step kill the engine thread
+                    log.exception("decode step failed; failing the sequences in flight")
+                    self._fail_running(EngineError(f"generation failed: {exc}"))
+        self._fail_running(EngineError("the engine is shutting down"))
+        with self._waiting_lock:
+            left, self._waiting = list(self._waiting), deque()
+        if left:
+            self._on_outputs([(seq, EngineError("the engine is shutting down")) for seq in left])
+
+    def _step(self) -> None:
+        outputs: Outputs = []
+        self._drop_aborted()
+        admitted = self._take_waiting()
+        if admitted:
+            cache, mask, logits = self._batch.prefill([s.prompt for s in admitted])
+            self._batch.join(cache, mask)
+            self._running.extend(admitted)
+            self._sample_rows(admitted, logits, outputs)
+        decoding = [s for s in self._running if s.num_generated > 0 and s not in admitted]
+        if decoding:
+            # Rows that finished at their prefill leave first; the others each get one token.
+            self._release_finished()
+            logits = self._batch.decode([s.next_token for s in self._running])
+            self.num_steps += 1
+            self.last_step_num_seqs = len(self._running)
+            self._sample_rows(list(self._running), logits, outputs)
+        self._release_finished()
+        if outputs:
+            self._on_outputs(outputs)
+
+    def _take_waiting(self) -> list[Sequence]:
+        """Waiting sequences for the free rows, within the padded prefill budget (at least one)."""
+        taken: list[Sequence] = []
+        longest = 0
+        with self._waiting_lock:
+            while self._waiting and len(self._running) + len(taken) < self._max_num_seqs:
+                seq = self._waiting[0]
+                if seq.is_aborted:
+                    self._waiting.popleft()
+                    continue
+                width = max(longest, len(seq.prompt))
+                if taken and width * (len(taken) + 1) > self._prefill_tokens:
+                    break
+                self._waiting.popleft()
+                longest = width
+                taken.append(seq)
+        device = self._loaded.device
+        for seq in taken:
+            seq.sampler = SequenceSampler(seq.params, seq.prompt, self._vocab_size, device)
+        return taken
+
+    def _sample_rows(self, seqs: list[Sequence], logits: torch.Tensor, outputs: Outputs) -> None:
+        logits = logits[:, : self._vocab_size]
+        greedy = logits.argmax(dim=-1).tolist()  # one call for every plain-greedy row
+        for row, seq in enumerate(seqs):
+            assert seq.sampler is not None
+            token = greedy[row] if seq.sampler.is_plain_greedy else seq.sampler.sample(logits[row])
+            seq.sampler.accept(token)
+            outputs.append((seq, self._delta(seq, token, logits[row])))
+
+    def _delta(self, seq: Sequence, token: int, logits: torch.Tensor) -> Delta:
+        seq.num_generated += 1
+        params = seq.params
+        logprobs: list[TokenLogprob] | None = None
+        if params.logprobs is not None:
+            logprobs = [token_logprob(logits, token, params.logprobs, self._table)]
+        delta = Delta(token_ids=[token], logprobs=logprobs)
+        if (token in self._eog and not params.ignore_eos) or token in params.stop_token_ids:
+            delta.text = seq.matcher.flush()
+            delta.finish_reason = FinishReason.STOP
+            delta.stop_reason = token if token in params.stop_token_ids else None
+        else:
+            delta.text = seq.matcher.push(self._table[token])
+            if seq.matcher.stopped_by is not None:
+                delta.finish_reason = FinishReason.STOP
+                delta.stop_reason = seq.matcher.stopped_by
+            elif seq.num_generated >= seq.max_tokens:
+                delta.text += seq.matcher.flush()
+                delta.finish_reason = FinishReason.LENGTH
+        if delta.finish_reason is not None:
+            delta.usage = Usage(len(seq.prompt), seq.num_generated)
+            seq.is_finished = True
+        else:
+            seq.next_token = token
+        return delta
+
+    def _drop_aborted(self) -> None:
+        if any(s.is_aborted for s in self._running):
+            for seq in self._running:
+                if seq.is_aborted:
+                    seq.is_finished = True
+            self._release_finished()
+        if self._waiting and any(s.is_aborted for s in self._waiting):
+            with self._waiting_lock:
+                kept = [s for s in self._waiting if not s.is_aborted]
+                self._waiting.clear()
+                self._waiting.extend(kept)
+
+    def _release_finished(self) -> None:
+        """Cut finished and aborted rows out of the batch, so the next step can admit others."""
+        keep = [row for row, s in enumerate(self._running) if not s.is_finished]
+        if len(keep) != len(self._running):
+            self._batch.keep(keep)
+            for seq in self._running:
+                if seq.is_finished:
+                    seq.sampler = None
+            self._running = [self._running[row] for row in keep]
+
+    def _fail_running(self, error: Exception) -> None:
+        failed = list(self._running)
+        self._running = []
+        self._batch.keep([])
+        if failed:
+            self._on_outputs([(seq, error) for seq in failed])
