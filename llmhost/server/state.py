@@ -60,7 +60,9 @@ class ServerState:
     _lifecycle_lock: asyncio.Lock = field(init=False, repr=False, default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
-        self.admission = Admission(self.settings.max_num_seqs, self.settings.max_queued_requests)
+        # An engine spread over replicas runs --max-num-seqs on each: it says how many it can run at once.
+        capacity = getattr(self.engine, "max_concurrency", None) or self.settings.max_num_seqs
+        self.admission = Admission(capacity, self.settings.max_queued_requests)
         self.metrics = ServerMetrics(self.served_names[0], self.engine.stats)
         attach = getattr(self.engine, "attach_listener", None)  # engines that can die and come back
         if attach is not None:

@@ -313,3 +313,37 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+# -- tokenizing an HF folder here (tokenizer.json through `tokenizers`) --------------------------------
+def test_hf_folder_tokenizer(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    import json
+
+    from llmhost.engines.upstream.tokenizer import HfTokenizer
+
+    vocab = {"[UNK]": 0, "hello": 1, "world": 2, "<|im_start|>": 3, "<|im_end|>": 4}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.add_special_tokens(["<|im_start|>", "<|im_end|>"])
+    tok.save(str(tmp_path / "tokenizer.json"))
+    template = "{% for m in messages %}<|im_start|>{{ m.content }}<|im_end|>{% endfor %}"
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps({"chat_template": template, "eos_token": {"content": "<|im_end|>"}, "bos_token": None})
+    )
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 4096}))
+    hf = HfTokenizer(tmp_path)
+    assert hf.info.chat_template == template and hf.info.context_length == 4096
+    assert hf.info.eos_token == "<|im_end|>" and hf.info.bos_token == "" and hf.info.vocab_size == 5
+    ids = hf.tokenize("<|im_start|>hello world<|im_end|>")
+    assert ids == [3, 1, 2, 4]
+    assert hf.detokenize(ids) == "hello world"  # visible text: specials dropped
+    assert "<|im_start|>" in hf.prompt_text(ids)  # prompt text for the server: specials written out
+
+
+def test_hf_folder_without_tokenizer_json_is_a_clear_load_error(tmp_path):
+    pytest.importorskip("tokenizers")
+    from llmhost.engines.upstream.tokenizer import HfTokenizer
+
+    with pytest.raises(ModelLoadError, match="no tokenizer.json"):
+        HfTokenizer(tmp_path)

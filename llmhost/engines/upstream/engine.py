@@ -92,6 +92,11 @@ class UpstreamEngine:
         self._listener = listener
 
     @property
+    def max_concurrency(self) -> int:
+        """Sequences llmhost lets run at once: --max-num-seqs on every backend (replica)."""
+        return self._max_num_seqs
+
+    @property
     def backends(self) -> list[Backend]:
         return list(self._backends)
 
