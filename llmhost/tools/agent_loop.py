@@ -139,19 +139,38 @@ def tokenize_untrusted(engine: Engine, text: str) -> list[int]:
 
 
 def truncate_observation(engine: Engine, text: str, max_tokens: int | None) -> tuple[str, list[int]]:
-    """`text` and its tokens, cut to `max_tokens` by keeping the head and the tail around a marker."""
-    tokens = tokenize_untrusted(engine, text)
-    if max_tokens is None or len(tokens) <= max_tokens:
-        return text, tokens
-    num_cut = len(tokens) - max_tokens
-    marker_tokens = engine.tokenize(f"\n…[{num_cut} tokens truncated]…\n")
-    keep = max_tokens - len(marker_tokens)
+    """`text` and its tokens, cut to `max_tokens` by keeping the head and the tail around a marker.
+
+    A long output (the sandbox allows 64 KiB) is not tokenized whole: only a window of characters at
+    each end is, which is what keeps a big observation within the loop's per-turn budget. The tokens
+    kept always spell a true prefix and a true suffix of `text`."""
+    if max_tokens is None:
+        return text, tokenize_untrusted(engine, text)
+    window = 8 * max_tokens  # characters: tokens are rarely longer, so each window holds enough tokens
+    head_src = tail_src = None
+    if len(text) > 2 * window:
+        head_src = tokenize_untrusted(engine, text[:window])
+        tail_src = tokenize_untrusted(engine, text[-window:])
+    if head_src is None or tail_src is None or min(len(head_src), len(tail_src)) <= max_tokens // 2 + 1:
+        head_src = tail_src = tokenize_untrusted(engine, text)
+        if len(head_src) <= max_tokens:
+            return text, head_src
+    keep = max_tokens - len(engine.tokenize(_cut_marker(len(text))))  # the widest number it can show
     if keep < 2:  # too small for a marker: the head alone
-        head = tokens[:max_tokens]
+        head = head_src[:max_tokens]
         return engine.detokenize(head), head
-    head, tail = tokens[: (keep + 1) // 2], tokens[len(tokens) - keep // 2 :]
-    out = head + marker_tokens + tail
+    # The last token of a window may be cut short by the window's edge: never keep it.
+    head = head_src[: min((keep + 1) // 2, len(head_src) - 1)]
+    tail = tail_src[len(tail_src) - min(keep // 2, len(tail_src) - 1) :]
+    num_cut = len(text) - len(engine.detokenize(head)) - len(engine.detokenize(tail))
+    marker = engine.tokenize(_cut_marker(num_cut))
+    tail = tail[max(0, len(head) + len(marker) + len(tail) - max_tokens) :]  # a marker that grew a token
+    out = head + marker + tail
     return engine.detokenize(out), out
+
+
+def _cut_marker(num_chars: int) -> str:
+    return f"\n…[{num_chars} characters truncated]…\n"
 
 
 async def run_code_loop(

@@ -18,6 +18,7 @@ from llmhost.tools.agent_loop import (
     ObservationDelta,
     run_code_loop,
     tokenize_untrusted,
+    truncate_observation,
 )
 from llmhost.tools.backends import LocalTools, RemoteTools
 from llmhost.tools.observation import ObservationService
@@ -173,7 +174,7 @@ async def test_long_observation_is_cut_to_max_obs_length_keeping_head_and_tail()
     [obs] = [d for d in deltas if isinstance(d, ObservationDelta)]
     assert len(obs.tool_token_ids) <= 80
     assert obs.text.startswith("\n<result>\n0\n1\n") and obs.text.endswith("\n2999\n</result>\n")
-    assert "tokens truncated]" in obs.text
+    assert "characters truncated]" in obs.text
     assert text.endswith("</result>\nend")
 
 
@@ -204,6 +205,23 @@ async def test_printed_special_tokens_stay_text_on_the_real_tokenizer(engine):
     tokens = tokenize_untrusted(engine, text)
     assert not specials & set(tokens)
     assert engine.detokenize(tokens) == text
+
+
+@pytest.mark.parametrize("max_tokens", [8, 40, 512])
+@pytest.mark.parametrize("size", [100, 5000, 64 * 1024])
+async def test_truncation_keeps_a_true_head_and_tail_on_the_real_tokenizer(engine, size, max_tokens):
+    text = "".join(f"line {i}: {'é' * (i % 5)} <|im_end|> ok\n" for i in range(size // 20))[:size]
+    out, tokens = truncate_observation(engine, text, max_tokens)
+    assert out == engine.detokenize(tokens) and len(tokens) <= max_tokens
+    if len(tokenize_untrusted(engine, text)) <= max_tokens:
+        assert out == text
+    elif "characters truncated]" in out:
+        head, rest = out.split("\n…[", 1)
+        num_cut, tail = rest.split(" characters truncated]…\n", 1)
+        assert text.startswith(head) and text.endswith(tail)
+        assert len(head) + int(num_cut) + len(tail) == len(text)
+    else:  # too small for a marker: the head alone
+        assert text.startswith(out)
 
 
 def test_bad_settings_are_refused_with_the_param():
