@@ -40,7 +40,7 @@ SPEC = LaunchSpec(
     quantization="awq",
     dtype="float16",
     max_num_seqs=64,
-    gpus=(0, 1),
+    gpus=("GPU-0", "GPU-1"),
     extra_args=split_engine_args('--enforce-eager --chat-template "a b.jinja"'),
 )
 
@@ -115,8 +115,9 @@ def test_with_max_model_len_overrides_pass_through_args_too():
 def test_child_env_pins_gpus_and_drops_llmhost_settings(monkeypatch):
     monkeypatch.setenv("LLMHOST_ENGINE_API_KEY", "secret-key")
     monkeypatch.setenv("LLMHOST_API_KEY", "another")
-    env = child_env(LaunchSpec(kind="vllm", model_path="/m", served_name="m", gpus=(2, 3), env={"A": "1"}))
-    assert env["CUDA_VISIBLE_DEVICES"] == "2,3" and env["A"] == "1"
+    spec = LaunchSpec(kind="vllm", model_path="/m", served_name="m", gpus=("GPU-a", "GPU-b"), env={"A": "1"})
+    env = child_env(spec)
+    assert env["CUDA_VISIBLE_DEVICES"] == "GPU-a,GPU-b" and env["A"] == "1"
     assert not any(k.startswith("LLMHOST_") for k in env)
     assert "secret-key" not in env.values()
 
@@ -149,19 +150,42 @@ def test_memory_failures_are_recognised_with_the_context_that_fits():
 
 
 # -- GPU sets for replicas --------------------------------------------------------------------------------
-def test_replica_gpu_sets(monkeypatch):
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert replica_gpu_sets("0,1,2,3", 2, 2) == [(0, 1), (2, 3)]
-    assert replica_gpu_sets([4, 5], 2, 1) == [(4,), (5,)]
-    assert replica_gpu_sets("none", 2, 1) == [None, None]
+def _gpus(free_gib: list[float]) -> list:
+    from llmhost.engines.gpu import GpuDevice
+
+    return [
+        GpuDevice(i, f"GPU-{i:04d}", "H100", 80 << 30, int(f * (1 << 30))) for i, f in enumerate(free_gib)
+    ]
+
+
+def _uuids(sets) -> list:
+    return [tuple(g.device.uuid for g in s) if s is not None else None for s in sets]
+
+
+def test_replica_gpu_sets_are_disjoint_and_follow_cuda_visible_devices():
+    eight = _gpus([70, 10, 60, 75, 80, 50, 79, 20])
+    no_env: dict = {}
+    assert _uuids(replica_gpu_sets("0,1,2,3", 2, 2, devices=eight, env=no_env)) == [
+        ("GPU-0000", "GPU-0001"),
+        ("GPU-0002", "GPU-0003"),
+    ]
+    # auto: the replicas × tp GPUs with the most free memory (4: 80, 6: 79, 3: 75, 0: 70), in index order
+    assert _uuids(replica_gpu_sets("auto", 2, 2, devices=eight, env=no_env)) == [
+        ("GPU-0000", "GPU-0003"),
+        ("GPU-0004", "GPU-0006"),
+    ]
+    assert replica_gpu_sets("none", 2, 1, devices=eight, env=no_env) == [None, None]
     with pytest.raises(ModelLoadError, match="needs 4 GPUs"):
-        replica_gpu_sets("0,1,2", 2, 2)
-    # llmhost itself sees GPUs 3,5,6,7: its indices 1 and 3 are physical 5 and 7.
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,6,7")
-    assert replica_gpu_sets("1,3", 2, 1) == [(5,), (7,)]
-    assert replica_gpu_sets("auto", 2, 2) == [(3, 5), (6, 7)]
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert replica_gpu_sets(None, 2, 1) == [(), ()]  # no GPU: CPU children, not pinned
+        replica_gpu_sets("0,1,2", 2, 2, devices=eight, env=no_env)
+    # llmhost itself sees NVML GPUs 3,5,6,7 as cuda:0..3: its indices 1 and 3 are NVML 5 and 7.
+    env = {"CUDA_VISIBLE_DEVICES": "3,5,6,7"}
+    sets = replica_gpu_sets("1,3", 2, 1, devices=eight, env=env)
+    assert _uuids(sets) == [("GPU-0005",), ("GPU-0007",)] and [s[0].cuda_index for s in sets] == [1, 3]
+    with pytest.raises(ModelLoadError, match="no visible GPU with index 4"):
+        replica_gpu_sets("4", 1, 1, devices=eight, env=env)
+    with pytest.raises(ModelLoadError, match="3 needed|needs"):
+        replica_gpu_sets("auto", 3, 1, devices=_gpus([10, 10]), env=no_env)
+    assert replica_gpu_sets("auto", 2, 1, devices=[], env=no_env) == [(), ()]  # no GPU: not pinned
 
 
 # -- routing ---------------------------------------------------------------------------------------------

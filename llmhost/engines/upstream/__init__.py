@@ -4,11 +4,11 @@ LMDeploy or llama-cpp-python's server (one or several replicas) and serve throug
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from llmhost.engines.gpu import VisibleGpu
 from llmhost.errors import ModelLoadError
 from llmhost.models.source import ModelSource
 
@@ -71,14 +71,16 @@ def supervised_engine(settings: Any, source: ModelSource, name: str, kind_name: 
     for i, gpus in enumerate(gpu_sets):
         from dataclasses import replace
 
-        spec = replace(base, gpus=gpus or (), env={"CUDA_VISIBLE_DEVICES": ""} if gpus is None else {})
+        # UUIDs pin a child to exactly these GPUs whatever order CUDA would number them in.
+        pinned_ids = tuple(g.device.uuid for g in gpus or ())
+        spec = replace(base, gpus=pinned_ids, env={"CUDA_VISIBLE_DEVICES": ""} if gpus is None else {})
         label = kind_name if len(gpu_sets) == 1 else f"{kind_name}-{i}"
         backends.append(
             Supervisor(
                 spec, kind, label=label, log_dir=log_dir, startup_timeout_s=settings.engine_startup_timeout
             )
         )
-    pinned = [",".join(map(str, g)) for g in gpu_sets if g]
+    pinned = [",".join(f"cuda:{g.cuda_index}" for g in gpus) for gpus in gpu_sets if gpus]
     return UpstreamEngine(
         source,
         backends,
@@ -89,54 +91,37 @@ def supervised_engine(settings: Any, source: ModelSource, name: str, kind_name: 
         top_k_off=kind.top_k_off,
         max_model_len=settings.max_model_len,
         max_num_seqs=settings.max_num_seqs * len(backends),
-        device=f"cuda:{' | '.join(pinned)}" if pinned else "cpu" if gpu_sets[0] is None else "auto",
+        device=" | ".join(pinned) if pinned else "cpu" if gpu_sets[0] is None else "auto",
     )
 
 
-def replica_gpu_sets(gpu: Any, replicas: int, tp: int) -> list[tuple[int, ...] | None]:
-    """Disjoint GPU sets, one per replica, as physical ids for CUDA_VISIBLE_DEVICES.
+def replica_gpu_sets(
+    gpu: Any, replicas: int, tp: int, *, devices: Any = None, env: Any = None
+) -> list[tuple[VisibleGpu, ...] | None]:
+    """Disjoint GPU sets, one per replica, chosen through `--gpu` (llmhost/engines/gpu.py).
 
-    `gpu` is `--gpu`: "none" (CPU: None per replica, GPUs hidden), an explicit list ("0,2" or [0, 2]:
-    indices in llmhost's own visible ordering), or "auto"/unset (every visible GPU, in order). With no
-    GPU visible the replicas are not pinned at all (CPU engines such as llama-server)."""
-    text = ",".join(map(str, gpu)) if isinstance(gpu, list | tuple) else (str(gpu) if gpu is not None else "")
-    text = text.strip().lower()
-    if text in ("none", "cpu"):
+    "none"/"cpu": None per replica (GPUs hidden from the children). "auto" (the default): the
+    replicas × tp visible GPUs with the most free memory (NVML); with no GPU visible the children are not
+    pinned at all (CPU engines such as llama-server). "0,2": exactly those CUDA indices, as llmhost sees
+    them under its own CUDA_VISIBLE_DEVICES. `devices` and `env` are injectable for tests."""
+    from llmhost.engines.gpu import choose_gpus
+
+    spec = (",".join(map(str, gpu)) if isinstance(gpu, list | tuple) else str(gpu or "auto")).strip().lower()
+    if spec in ("none", "cpu"):
         return [None] * replicas
-    visible = _visible_gpus()
-    if text and text != "auto":
-        try:
-            wanted = [int(x) for x in text.split(",") if x.strip()]
-        except ValueError:
-            raise ModelLoadError(f"--gpu must be auto, none or GPU indices like 0,2; got '{gpu}'") from None
-        # Indices are llmhost's own ordering: through a parent CUDA_VISIBLE_DEVICES when one is set.
-        physical = [visible[i] if i < len(visible) else i for i in wanted]
-    else:
-        physical = visible
-    if not physical:
-        return [()] * replicas
     need = replicas * tp
-    if len(physical) < need:
+    try:
+        choice = choose_gpus(spec, need, devices=devices, env=env)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
+    if spec == "auto" and not choice.gpus:
+        if not choice.candidates:
+            return [()] * replicas  # no GPU here: leave the children unpinned
+        raise ModelLoadError(f"--replicas {replicas} × --tensor-parallel-size {tp}: {choice.reason}")
+    if len(choice.gpus) != need:
         raise ModelLoadError(
-            f"--replicas {replicas} × --tensor-parallel-size {tp} needs {need} GPUs; "
-            f"{len(physical)} available ({','.join(map(str, physical))})"
+            f"--replicas {replicas} × --tensor-parallel-size {tp} needs {need} GPUs; --gpu {spec} gives "
+            f"{len(choice.gpus)}"
         )
-    return [tuple(physical[i * tp : (i + 1) * tp]) for i in range(replicas)]
-
-
-def _visible_gpus() -> list[int]:
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [int(x) for x in env.split(",") if x.strip().isdigit()]
-    try:
-        import pynvml  # nvidia-ml-py, where installed
-    except ImportError:
-        return []
-    try:
-        pynvml.nvmlInit()
-        try:
-            return list(range(pynvml.nvmlDeviceGetCount()))
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # no driver, no GPU: a CPU machine
-        return []
+    log.info("GPUs for the engine servers: %s", choice.reason)
+    return [tuple(choice.gpus[i * tp : (i + 1) * tp]) for i in range(replicas)]

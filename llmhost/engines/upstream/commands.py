@@ -33,7 +33,7 @@ class LaunchSpec:
     dtype: str | None = None
     threads: int | None = None
     max_num_seqs: int | None = None
-    gpus: tuple[int, ...] = ()  # physical GPU indices for CUDA_VISIBLE_DEVICES; () = CPU or unpinned
+    gpus: tuple[str, ...] = ()  # CUDA_VISIBLE_DEVICES entries (UUIDs or indices); () = not pinned
     extra_args: tuple[str, ...] = field(default_factory=tuple)
     env: dict[str, str] = field(default_factory=dict)  # added to the child's environment (e.g. VLLM_*)
 

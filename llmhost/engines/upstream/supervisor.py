@@ -238,6 +238,8 @@ class Supervisor:
             except TimeoutError:
                 log.warning("%s: no exit %gs after SIGTERM; killing its process group", self.label, grace_s)
                 self._kill()
+        if proc is not None:
+            self._signal(signal.SIGKILL)  # workers that outlived their leader (the group id stays theirs)
         if self._watch_task is not None:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
