@@ -205,13 +205,19 @@ async def run_code_loop(
             text, token_ids = "", []
             finish, stop_reason = FinishReason.STOP, None
             t0 = time.perf_counter()
-            async for delta in generate(context, turn):
-                text += delta.text
-                token_ids.extend(delta.token_ids)
-                if delta.finish_reason is not None:
-                    finish, stop_reason = delta.finish_reason, delta.stop_reason
-                if delta.text or delta.logprobs:
-                    yield Delta(text=delta.text, token_ids=list(delta.token_ids), logprobs=delta.logprobs)
+            stream = generate(context, turn)
+            try:
+                async for delta in stream:
+                    text += delta.text
+                    token_ids.extend(delta.token_ids)
+                    if delta.finish_reason is not None:
+                        finish, stop_reason = delta.finish_reason, delta.stop_reason
+                    if delta.text or delta.logprobs:
+                        yield Delta(text=delta.text, token_ids=list(delta.token_ids), logprobs=delta.logprobs)
+            finally:  # a consumer that leaves mid-turn (client gone, timeout) frees the engine's sequence now
+                close = getattr(stream, "aclose", None)
+                if close is not None:
+                    await close()
             clock.generation_s += time.perf_counter() - t0
             num_generations += 1
             num_model += len(token_ids)

@@ -6,6 +6,7 @@ What a real model does with all this is checked in `tests/e2e/test_code_loop.py`
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -35,7 +36,19 @@ class StopEngine(ScriptedEngine):
     honoured: the text stops before the stop string while its tokens are still reported, finish `stop`,
     `stop_reason` the string that matched."""
 
+    num_closed: int = 0
+
     async def _replay(self, script: Script, num_prompt: int, params: SamplingParams) -> AsyncIterator[Delta]:
+        try:
+            async for delta in self._replay_pieces(script, num_prompt, params):
+                await asyncio.sleep(self.piece_delay_s)
+                yield delta
+        finally:
+            self.num_closed += 1
+
+    async def _replay_pieces(
+        self, script: Script, num_prompt: int, params: SamplingParams
+    ) -> AsyncIterator[Delta]:
         text, num_tokens = "", 0
         limit = params.max_tokens or 1 << 30
         for piece in script.pieces:
@@ -105,6 +118,17 @@ async def test_stop_at_action_token_runs_code_and_continues():
     assert last.usage.completion_tokens == len(model_text)  # the stop string's tokens included
     assert last.usage.num_tool_tokens == len(obs.text.encode()) == len(obs.tool_token_ids)
     assert last.usage.num_context_tokens == len(("Q: " + text).encode())
+
+
+async def test_leaving_mid_turn_closes_the_engine_stream_at_once():
+    engine = StopEngine(default=Script(["a", "b", "c", "d"]), piece_delay_s=0.01)
+    await engine.start()
+    loop = run_code_loop(
+        engine, local_tools(), engine.tokenize("Q: "), SamplingParams(), LoopConfig(), trajectory_id="t"
+    )
+    assert (await anext(loop)).text == "a"
+    await loop.aclose()  # what a client that goes away does, through the face
+    assert engine.num_closed == 1
 
 
 async def test_max_turns_then_the_action_stop_is_dropped():
