@@ -71,6 +71,15 @@ def test_attach_answers_as_the_upstream_itself(tmp_path, llama_server, model_pat
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ref
         health = httpx.get(f"{srv.url}/health").json()
         assert health["engine"] == "upstream" and llama_server.url in health["device"]
+        # Structured output: llmhost's grammar travels to the upstream, which samples under it.
+        r = client.chat.completions.create(
+            model="smol",
+            messages=[{"role": "user", "content": "Describe a cat as JSON."}],
+            max_tokens=40,
+            temperature=0,
+            response_format={"type": "json_object"},
+        )
+        assert r.choices[0].message.content.lstrip().startswith("{")
     finally:
         stop_server(srv)
     assert "sk-upstream-secret" not in srv.log()

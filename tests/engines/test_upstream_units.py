@@ -23,8 +23,8 @@ from llmhost.engines.upstream.commands import (
 )
 from llmhost.engines.upstream.router import Router
 from llmhost.engines.upstream.supervisor import Supervisor, child_env
-from llmhost.engines.upstream.wire import completion_body, finish_reason, parse_logprobs
-from llmhost.errors import ModelLoadError
+from llmhost.engines.upstream.wire import DIALECTS, completion_body, finish_reason, parse_logprobs
+from llmhost.errors import InvalidRequest, ModelLoadError
 from llmhost.types import FinishReason, SamplingParams
 
 FAKE_SERVER = Path(__file__).with_name("upstream_fake_server.py")
@@ -222,16 +222,32 @@ def test_router_spreads_ties():
 
 
 # -- wire mapping -------------------------------------------------------------------------------------
-def test_completion_body_sends_every_knob_explicitly():
+def test_completion_body_sends_every_knob_explicitly_in_the_servers_spelling():
     params = SamplingParams(
         max_tokens=5, temperature=0.0, seed=7, stop=("\n\n",), logprobs=2, repetition_penalty=1.2
     )
-    body = completion_body("m", [1, 2, 3], params, 5, top_k_off=-1)
+    body = completion_body("m", [1, 2, 3], params, 5, DIALECTS["vllm"])
     assert body["prompt"] == [1, 2, 3] and body["stream"] is True and body["max_tokens"] == 5
     assert body["top_k"] == -1 and body["min_p"] == 0.0 and body["temperature"] == 0.0
-    assert body["repetition_penalty"] == body["repeat_penalty"] == 1.2
+    assert body["repetition_penalty"] == 1.2 and "repeat_penalty" not in body
     assert body["stop"] == ["\n\n"] and body["seed"] == 7 and body["logprobs"] == 2
-    assert completion_body("m", "text", SamplingParams(), 9)["top_k"] == 0
+    assert body["return_token_ids"] is True
+    llama = completion_body("m", "text", SamplingParams(), 9, DIALECTS["llama.cpp"])
+    assert llama["top_k"] == 0 and llama["repeat_penalty"] == 1.0 and "repetition_penalty" not in llama
+    generic = completion_body("m", "text", SamplingParams(), 9)
+    assert generic["repeat_penalty"] == generic["repetition_penalty"] == 1.0
+    assert generic["add_special_tokens"] is False
+
+
+def test_grammar_goes_in_each_servers_field_or_is_refused():
+    params = SamplingParams(grammar='root ::= "yes" | "no"')
+    assert completion_body("m", "p", params, 4, DIALECTS["llama.cpp"])["grammar"] == params.grammar
+    vllm = completion_body("m", [1], params, 4, DIALECTS["vllm"])
+    assert vllm["structured_outputs"] == {"grammar": params.grammar}
+    assert completion_body("m", [1], params, 4, DIALECTS["sglang"])["ebnf"] == params.grammar
+    with pytest.raises(InvalidRequest) as err:
+        completion_body("m", "p", params, 4, DIALECTS["lmdeploy"])
+    assert err.value.param == "response_format"
 
 
 def test_finish_reasons_and_logprobs_map_back():

@@ -88,7 +88,7 @@ def supervised_engine(settings: Any, source: ModelSource, name: str, kind_name: 
         model_name=name,
         upstream_model=name,
         prompt_as_tokens=kind.prompt_as_tokens,
-        top_k_off=kind.top_k_off,
+        dialect=kind.dialect,
         max_model_len=settings.max_model_len,
         max_num_seqs=settings.max_num_seqs * len(backends),
         device=" | ".join(pinned) if pinned else "cpu" if gpu_sets[0] is None else "auto",

@@ -114,14 +114,14 @@ class EngineKind:
     health_path: str
     prompt_as_tokens: bool  # the server accepts `prompt` as a list of token ids
     model_formats: tuple[str, ...]  # what `ModelSource.format` it reads
-    top_k_off: int = 0  # how its /v1/completions spells "no top-k"
+    dialect: str = "generic"  # how its /v1/completions spells the extensions (wire.DIALECTS)
 
 
 KINDS: dict[str, EngineKind] = {
-    "vllm": EngineKind(vllm_command, "/health", True, ("hf",), top_k_off=-1),
-    "sglang": EngineKind(sglang_command, "/health", True, ("hf", "gguf"), top_k_off=-1),
-    "lmdeploy": EngineKind(lmdeploy_command, "/v1/models", False, ("hf",)),
-    "llama-server": EngineKind(llama_server_command, "/v1/models", False, ("gguf",)),
+    "vllm": EngineKind(vllm_command, "/health", True, ("hf",), "vllm"),
+    "sglang": EngineKind(sglang_command, "/health", True, ("hf", "gguf"), "sglang"),
+    "lmdeploy": EngineKind(lmdeploy_command, "/v1/models", False, ("hf",), "lmdeploy"),
+    "llama-server": EngineKind(llama_server_command, "/v1/models", False, ("gguf",), "llama.cpp"),
 }
 
 

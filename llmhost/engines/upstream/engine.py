@@ -32,7 +32,7 @@ from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams, Usage
 from .backends import AttachedBackend, Backend
 from .router import Router
 from .tokenizer import LocalTokenizer, load_tokenizer
-from .wire import completion_body, finish_reason, parse_logprobs
+from .wire import DIALECTS, completion_body, finish_reason, parse_logprobs
 
 log = logging.getLogger("llmhost.upstream")
 
@@ -61,7 +61,7 @@ class UpstreamEngine:
         max_num_seqs: int,
         device: str = "upstream",
         api_key: str | None = None,
-        top_k_off: int = 0,
+        dialect: str = "generic",
     ) -> None:
         self.name = engine_name
         self._source = source
@@ -72,7 +72,7 @@ class UpstreamEngine:
         self._requested_max_model_len = max_model_len
         self._max_num_seqs = max_num_seqs
         self._device = device
-        self._top_k_off = top_k_off
+        self._dialect = DIALECTS[dialect]
         # The key only ever goes into this client's headers: never logged, never in a child's env.
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._router = Router(self._backends)
@@ -243,9 +243,7 @@ class UpstreamEngine:
         tok = self._require_tokenizer()
         wire_prompt: str | list[int] = prompt if self._prompt_as_tokens else tok.prompt_text(prompt)
         model = self._upstream_model or self._model_name
-        body = completion_body(
-            model, wire_prompt, params, params.max_tokens or room, top_k_off=self._top_k_off
-        )
+        body = completion_body(model, wire_prompt, params, params.max_tokens or room, self._dialect)
         return self._stream(backend, body, len(prompt), params)
 
     async def _stream(

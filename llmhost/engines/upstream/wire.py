@@ -3,38 +3,72 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from llmhost.errors import InvalidRequest
 from llmhost.types import FinishReason, SamplingParams, TokenLogprob, TopLogprob
 
 _FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "abort": FinishReason.ABORT}
 
 
+@dataclass(frozen=True)
+class Dialect:
+    """How one server family spells what the OpenAI schema does not have."""
+
+    top_k_off: int  # "no top-k": -1 for vLLM and SGLang, 0 for llama.cpp (which refuses -1)
+    penalty_names: tuple[str, ...]  # repetition penalty
+    grammar: Callable[[str], dict[str, Any]] | None  # GBNF grammar fields; None: cannot constrain
+    extra: tuple[tuple[str, Any], ...] = ()
+
+
+DIALECTS: dict[str, Dialect] = {
+    # return_token_ids: vLLM streams the sampled ids, so usage and metrics count exactly.
+    "vllm": Dialect(
+        -1,
+        ("repetition_penalty",),
+        lambda g: {"structured_outputs": {"grammar": g}},
+        (("return_token_ids", True),),
+    ),
+    "sglang": Dialect(-1, ("repetition_penalty",), lambda g: {"ebnf": g}),
+    "lmdeploy": Dialect(0, ("repetition_penalty",), None),
+    "llama.cpp": Dialect(0, ("repeat_penalty",), lambda g: {"grammar": g}),
+    # An attached server of unknown kind: every spelling (servers ignore names they do not know), and
+    # no BOS added to a text prompt that already starts with the template's own.
+    "generic": Dialect(
+        0,
+        ("repetition_penalty", "repeat_penalty"),
+        lambda g: {"grammar": g, "structured_outputs": {"grammar": g}, "guided_grammar": g},
+        (("add_special_tokens", False),),
+    ),
+}
+
+
 def completion_body(
-    model: str, prompt: str | Sequence[int], params: SamplingParams, max_tokens: int, *, top_k_off: int = 0
+    model: str,
+    prompt: str | Sequence[int],
+    params: SamplingParams,
+    max_tokens: int,
+    dialect: Dialect = DIALECTS["generic"],
 ) -> dict[str, Any]:
-    """A streaming `/v1/completions` request. Every sampling knob is sent explicitly, including the
-    extensions, because servers' defaults differ (llama_cpp.server: top_k 40, min_p 0.05,
-    repeat_penalty 1.1); the names cover vLLM/SGLang (`repetition_penalty`) and llama.cpp
-    (`repeat_penalty`), and servers ignore the names they do not know. `top_k_off` is how the server
-    spells "no top-k" (-1 for older vLLM and SGLang, 0 for llama.cpp, which refuses -1)."""
+    """A streaming `/v1/completions` request. Every sampling knob is sent explicitly, extensions
+    included, because servers' defaults differ (llama_cpp.server: top_k 40, min_p 0.05,
+    repeat_penalty 1.1)."""
     body: dict[str, Any] = {
         "model": model,
         "prompt": prompt if isinstance(prompt, str) else list(prompt),
         "max_tokens": max_tokens,
         "temperature": params.temperature,
         "top_p": params.top_p,
-        "top_k": params.top_k if params.top_k > 0 else top_k_off,
+        "top_k": params.top_k if params.top_k > 0 else dialect.top_k_off,
         "min_p": params.min_p,
         "presence_penalty": params.presence_penalty,
         "frequency_penalty": params.frequency_penalty,
-        "repetition_penalty": params.repetition_penalty,
-        "repeat_penalty": params.repetition_penalty,
         "stream": True,
         "stream_options": {"include_usage": True},
-        # The prompt was rendered with the template's own BOS text; the server must not add another.
-        "add_special_tokens": False,
     }
+    body.update({name: params.repetition_penalty for name in dialect.penalty_names})
+    body.update(dialect.extra)
     if params.seed is not None:
         body["seed"] = params.seed
     if params.stop:
@@ -46,13 +80,14 @@ def completion_body(
     if params.include_stop_str_in_output:
         body["include_stop_str_in_output"] = True
     grammar = getattr(params, "grammar", None)
-    if grammar:  # GBNF: llama.cpp reads `grammar`, vLLM `structured_outputs` (older: `guided_grammar`)
-        body["grammar"] = grammar
-        body["structured_outputs"] = {"grammar": grammar}
-        body["guided_grammar"] = grammar
+    if grammar:
+        if dialect.grammar is None:
+            raise InvalidRequest(
+                "this engine cannot constrain output to a grammar (response_format)", param="response_format"
+            )
+        body.update(dialect.grammar(grammar))
     if params.logprobs is not None:
-        # Legacy completions: `logprobs: k` returns the sampled token plus the k most likely.
-        body["logprobs"] = max(params.logprobs, 1) if params.logprobs else 0
+        body["logprobs"] = params.logprobs  # legacy completions: the sampled token plus the k most likely
     return body
 
 
