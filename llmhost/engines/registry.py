@@ -119,4 +119,5 @@ def _default_name(models: list[str | None]) -> str:
     try:
         return resolve_model(models[0]).default_name
     except ModelLoadError:
-        return Path(models[0] or "model").stem
+        path = Path(models[0] or "model")
+        return path.stem if path.suffix.lower() == ".gguf" else path.name  # "Qwen2.5-3B" has a "suffix"

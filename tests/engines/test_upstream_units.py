@@ -387,3 +387,56 @@ def test_hf_folder_without_tokenizer_json_is_a_clear_load_error(tmp_path):
 
     with pytest.raises(ModelLoadError, match="no tokenizer.json"):
         HfTokenizer(tmp_path)
+
+
+# -- fallback chains (logic; the real chain runs in tests/e2e/test_upstream_serve.py) ----------------
+def test_chain_order_is_model_major_and_the_name_is_the_first_models(tmp_path, model_path):
+    from llmhost.config import Settings
+    from llmhost.engines.fallback import Candidate, FallbackEngine
+    from llmhost.engines.registry import create_served_engine
+
+    missing = str(tmp_path / "Qwen2.5-VL-3B-Instruct")
+    settings = Settings(model=missing, fallback_model=[str(model_path)], engine="vllm,llama.cpp")
+    engine, names = create_served_engine(settings)
+    assert isinstance(engine, FallbackEngine) and names == ["Qwen2.5-VL-3B-Instruct"]
+    assert engine.candidates == [
+        Candidate("vllm", missing),
+        Candidate("llama.cpp", missing),
+        Candidate("vllm", str(model_path)),
+        Candidate("llama.cpp", str(model_path)),
+    ]
+    with pytest.raises(ModelLoadError, match="unknown engine 'tgi'"):
+        create_served_engine(Settings(engine="tgi"))
+
+
+async def test_chain_serves_the_first_candidate_that_generates_and_reports_the_rest():
+    from llmhost.engines.fallback import Candidate, FallbackEngine
+    from llmhost.errors import EngineError
+    from tests.scripted_engine import Script, ScriptedEngine
+
+    broken = ScriptedEngine()
+    broken.queue(Script([EngineError("CUDA error: an illegal memory access")]))  # loads, cannot generate
+    good = ScriptedEngine()
+
+    def build(c: Candidate):
+        if c.model == "missing":
+            raise ModelLoadError("model not found: missing")
+        return broken if c.engine == "vllm" else good
+
+    chain = FallbackEngine(
+        [Candidate("vllm", "missing"), Candidate("vllm", "b"), Candidate("transformers", "b")], build
+    )
+    await chain.start()
+    report = chain.load_report()
+    assert report["chosen_engine"] == "transformers" and report["chosen_model"] == "b"
+    assert [(f["engine"], f["model"]) for f in report["fallback_failures"]] == [
+        ("vllm", "missing"),
+        ("vllm", "b"),
+    ]
+    assert "model not found" in report["fallback_failures"][0]["error"]
+    assert "illegal memory access" in report["fallback_failures"][1]["error"]
+    assert broken.num_starts == 1 and not broken._is_running  # the failed one was closed again
+    assert chain.info() == good.info()
+    await chain.close()
+    with pytest.raises(ModelLoadError, match="no engine and model of the chain loaded"):
+        await FallbackEngine([Candidate("vllm", "missing")], build).start()
