@@ -333,6 +333,8 @@ async def test_supervisor_restarts_a_dead_child_and_kills_its_group_on_close(tmp
             break
         await asyncio.sleep(0.1)
     assert events == ["down", "restarted", "up"] and sup.restarts == 1 and sup.pid != first_pid
+    orphan = int((tmp_path / f"grandchild-{first_pid}").read_text())
+    assert not _alive(orphan)  # the dead child's worker was swept with its group before the restart
     grandchild = int((tmp_path / f"grandchild-{sup.pid}").read_text())
     await sup.close()
     for _ in range(50):

@@ -198,6 +198,8 @@ class Supervisor:
             code = await asyncio.to_thread(proc.wait)
             if self._closing:
                 return
+            # Its workers (vLLM's engine core) may outlive it, holding memory: sweep the whole group.
+            self._signal(signal.SIGKILL)
             self.base_url = None
             self.down_reason = f"{self.label} exited with code {code}; restarting it"
             log.error("%s (log %s)", self.down_reason, self.log_path)
