@@ -45,3 +45,24 @@ def test_min_turns_runs_the_models_code_and_feeds_the_output_back(server):
     assert not extra.get("error")
     metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
     assert 'llmhost:sandbox_executions_total{outcome="ok"}' in metrics
+
+
+def test_stream_sends_model_text_then_the_observation_as_its_own_delta(server):
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", timeout=600)
+    stream = client.chat.completions.create(
+        model="smol",
+        messages=MESSAGES,
+        temperature=0,
+        max_tokens=100,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body=LOOP,
+    )
+    chunks = list(stream)
+    pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    [obs_index] = [i for i, p in enumerate(pieces) if p.startswith("\n```output\n")]
+    assert pieces[obs_index].endswith("```\n")  # the whole observation in one delta
+    assert "```python" in "".join(pieces[:obs_index])  # after the model's code, as it happened
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+    usage = chunks[-1].usage
+    assert usage is not None and (usage.model_extra or {})["tool_tokens"] > 0

@@ -376,6 +376,26 @@ async def test_face_request_overrides_and_plain_chat_untouched():
         assert "<result>\n42\n</result>" in r.json()["choices"][0]["message"]["content"]
 
 
+async def test_face_server_min_turns_yields_to_a_request_with_fewer_turns_and_code_tools_off():
+    engine = StopEngine()
+    engine.queue(["```python\nprint(1)\n```"], ACT)
+    async with scripted_client(engine, code_tools=True, min_turns=2, sandbox=MODE) as client:
+        r = await client.post("/v1/chat/completions", json={**CHAT, "max_turns": 0})
+        assert (
+            r.status_code == 200
+            and r.json()["choices"][0]["message"]["content"] == "```python\nprint(1)\n```"
+        )
+        r = await client.post("/v1/chat/completions", json={**CHAT, "code_tools": False})
+        assert r.json()["choices"][0]["message"]["content"] == "".join(ACT)  # the plain path
+
+
+async def test_face_request_timeout_covers_the_whole_loop():
+    engine = StopEngine(default=Script(["<python>import time; time.sleep(3)", "</python>"]))
+    async with scripted_client(engine, code_tools=True, sandbox=MODE, request_timeout=0.5) as client:
+        r = await client.post("/v1/chat/completions", json=CHAT)
+    assert r.status_code == 504 and r.json()["error"]["code"] == "request_timeout"
+
+
 @pytest.mark.parametrize(
     "extra, param",
     [

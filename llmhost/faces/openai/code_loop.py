@@ -60,9 +60,11 @@ def loop_config(body: ChatCompletionRequest, state: ServerState) -> LoopConfig:
         raise InvalidRequest(
             "'action_stop_tokens' must name at least one stop string", param="action_stop_tokens"
         )
+    max_turns = body.max_turns if body.max_turns is not None else s.max_turns
     return LoopConfig(
-        max_turns=body.max_turns if body.max_turns is not None else s.max_turns,
-        min_turns=body.min_turns if body.min_turns is not None else s.min_turns,
+        max_turns=max_turns,
+        # The server's --min-turns yields to a request that allows fewer turns; a request's own is checked.
+        min_turns=body.min_turns if body.min_turns is not None else min(s.min_turns, max_turns),
         action_stop_tokens=tuple(stops),
         max_obs_length=body.max_obs_length if body.max_obs_length is not None else s.max_obs_length,
     )
