@@ -13,7 +13,7 @@ import pytest
 
 from llmhost.types import FinishReason
 from tests.conftest import TEST_MAX_MODEL_LEN, start_server, stop_server
-from tests.faces.test_openai_reasoning import sse_payloads
+from tests.faces.test_openai_reasoning import OPENING_TEMPLATE, sse_payloads
 from tests.scripted_engine import Script, ScriptedEngine, scripted_client
 
 QWEN3_TEMPLATE = (Path(__file__).parent.parent / "fixtures" / "qwen3_chat_template.jinja").read_text()
@@ -146,6 +146,31 @@ async def test_required_tool_choice_streams_the_prefilled_call():
     assert "".join(d["function"]["arguments"] for d in deltas[1:]) == "{}"
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
     assert not any(c["choices"][0]["delta"].get("content") for c in chunks)
+
+
+async def test_required_with_one_tool_prefills_its_name():
+    engine = chat_engine()
+    engine.queue(['{"city": "Rome"}}\n</tool_call>'])
+    async with scripted_client(engine) as client:
+        body = {**ASK, "tools": [WEATHER_TOOL], "tool_choice": "required"}
+        r = await client.post("/v1/chat/completions", json=body)
+    assert engine.calls[0].prompt_text.endswith('{"name": "get_weather", "arguments": ')
+    [call] = r.json()["choices"][0]["message"]["tool_calls"]
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Rome"}'}
+
+
+async def test_forced_call_closes_a_think_block_the_template_opened():
+    engine = ScriptedEngine(chat_template=OPENING_TEMPLATE)
+    engine.queue(['{"city": "Rome"}}\n</tool_call>'])
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    async with scripted_client(engine, reasoning_parser="qwen3") as client:
+        r = await client.post("/v1/chat/completions", json={**ASK, "tool_choice": named})
+    assert engine.calls[0].prompt_text.endswith(
+        '<think>\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": '
+    )
+    message = r.json()["choices"][0]["message"]
+    assert message["reasoning_content"] is None and message["content"] is None
+    assert message["tool_calls"][0]["function"]["arguments"] == '{"city": "Rome"}'
 
 
 async def test_malformed_call_is_plain_content_with_stop():

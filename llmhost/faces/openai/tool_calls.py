@@ -75,7 +75,9 @@ class ToolPlan:
         if not tools or tool_choice == "none":
             return cls()
         if tool_choice == "required":
-            return cls(tools, forced_call_prefix(None))
+            # With one tool there is one possible call: pre-fill its name too, which small models need.
+            only = tools[0]["function"]["name"] if len(tools) == 1 else None
+            return cls(tools, forced_call_prefix(only))
         if isinstance(tool_choice, dict):
             return cls(tools, forced_call_prefix(tool_choice["function"]["name"]))
         return cls(tools)
