@@ -18,13 +18,13 @@ from typing import Annotated
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from llmhost.conversation.reasoning import strip_thinking
 from llmhost.errors import ContextLengthExceeded
 from llmhost.rewards.letters import (
     JUDGE_MAX_TOKENS,
     JUDGE_SYSTEM_PROMPT,
     JUDGE_TEMPERATURE,
     extract_option_letter,
+    judge_answer,
     judge_messages,
     plan_item,
 )
@@ -91,7 +91,7 @@ async def consistency(body: ConsistencyRequest, state: StateDep, request: Reques
     results = await collect(streams, until_disconnected=request.receive) if streams else []
     replies: list[str | None] = [None] * len(plans)
     for i, result in zip(todo, results, strict=True):
-        replies[i] = strip_thinking(result.text).strip()
+        replies[i] = judge_answer(result.text)
     judge_letters = [extract_option_letter(r) if r is not None else None for r in replies]
     rewards = [
         1.0 if p.needs_judge and letter == p.policy_letter else 0.0

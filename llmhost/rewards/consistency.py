@@ -38,6 +38,7 @@ from llmhost.rewards.letters import (
     JUDGE_SYSTEM_PROMPT,
     JUDGE_TEMPERATURE,
     extract_option_letter,
+    judge_answer,
     judge_messages,
     plan_item,
 )
@@ -219,7 +220,8 @@ class ConsistencyJudge:
         async with limit:
             try:
                 answer = await self._post(client, "/v1/chat/completions", body)
-                reply = (answer["choices"][0]["message"].get("content") or "").strip()
+                # A reasoning judge may put `<think>…</think>` before its letter (or vLLM splits it out).
+                reply = judge_answer(answer["choices"][0]["message"].get("content") or "")
             except (JudgeUnavailable, KeyError, IndexError, TypeError, AttributeError) as exc:
                 verdict.error = f"{type(exc).__name__}: {exc}"
                 return

@@ -103,6 +103,17 @@ def split_completion(text: str) -> Completion:
     return Completion(thinking.strip() if thinking else None, answer.strip() or None)
 
 
+def judge_answer(reply: str) -> str:
+    """The judge's reply without its thinking, if it thought; empty when it only thought (a reply cut
+    inside its reasoning names no option, even if the reasoning mentions one)."""
+    answer = _THINK.sub("", reply)
+    if "</think>" in answer:
+        answer = answer.split("</think>", 1)[1]
+    if "<think>" in answer:
+        answer = answer.split("<think>", 1)[0]
+    return answer.strip()
+
+
 def reference_letter(solution: str) -> str | None:
     """The option letter of a reference solution: `B`, `<answer>B</answer>` or a whole completion."""
     return extract_option_letter(split_completion(solution).answer or solution)

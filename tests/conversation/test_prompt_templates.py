@@ -278,3 +278,29 @@ def test_chat_cli_template_and_context_file(templated_server, tmp_path):
     assert r.returncode == 1 and "'nope'" in r.stderr
     r = llmhost_chat("--url", url, "--context-file", str(context), "--once", "q")
     assert r.returncode == 2 and "--template" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"prompt_template": ""}, "unknown prompt template ''"),
+        ({"prompt_template": "rag-en", "template_vars": {"documents": 5}}, "'documents' must be"),
+        ({"prompt_template": "rag-en", "template_vars": "docs"}, "template_vars"),
+        ({"template_vars": {"context": "c"}}, "'template_vars' needs a 'prompt_template'"),
+    ],
+)
+async def test_odd_template_requests_are_400s(body, message):
+    engine = ScriptedEngine()
+    async with scripted_client(engine) as client:
+        r = await client.post(
+            "/v1/chat/completions", json={"messages": [{"role": "user", "content": "q"}], **body}
+        )
+        assert r.status_code == 400 and message in r.json()["error"]["message"], r.text
+        r = await client.post("/api/v1/chat", json={"message": "q", **body})
+        assert r.status_code == 400 and message in r.json()["error"], r.text
+    assert not engine.calls
+
+
+def test_a_conversation_without_a_user_turn_needs_the_question():
+    with pytest.raises(MissingTemplateVariable, match="'question'"):
+        apply_prompt_template([{"role": "system", "content": "s"}], "simple-zh", {})

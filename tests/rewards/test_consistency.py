@@ -322,3 +322,20 @@ async def test_route_context_overflow_names_the_item():
         )
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
     assert "item(s) 1 " in r.json()["error"]["message"] and not engine.calls
+
+
+@pytest.mark.parametrize(
+    "reply, letter",
+    [
+        ("<think>Mars is red, so B.</think>\nB", "B"),
+        ("<think>Mars is red, so the answer is B", None),  # cut inside its thinking: no option named
+        ("so B.</think> C", "C"),  # the template opened the think block
+    ],
+)
+def test_a_reasoning_judge_is_read_after_its_thinking(reply, letter):
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": reply}}]})
+
+    judge = ConsistencyJudge(JudgeConfig(model="j"), transport=httpx.MockTransport(handler))
+    [verdict] = judge.score([completion("B")], ["B"], [QUESTION])
+    assert verdict.judge_letter == letter and verdict.reward == (1.0 if letter == "B" else 0.0)
