@@ -442,3 +442,20 @@ async def test_chain_serves_the_first_candidate_that_generates_and_reports_the_r
     await chain.close()
     with pytest.raises(ModelLoadError, match="no engine and model of the chain loaded"):
         await FallbackEngine([Candidate("vllm", "missing")], build).start()
+
+
+def test_gpu_engines_keep_their_own_concurrency_unless_told(model_path):
+    from llmhost.config import Settings
+    from llmhost.engines.upstream import supervised_engine
+    from llmhost.models.source import ModelSource
+
+    hf = ModelSource(Path("/models/qwen"), "hf", "qwen")
+    default = supervised_engine(Settings.load(gpu="none", replicas=2), hf, "qwen", "vllm")
+    assert default.max_concurrency == 2 * 256
+    assert "--max-num-seqs" not in KINDS["vllm"].build(default.backends[0].spec, 1)
+    told = supervised_engine(Settings.load(gpu="none", max_num_seqs=32), hf, "qwen", "vllm")
+    assert told.max_concurrency == 32 and "--max-num-seqs" in KINDS["vllm"].build(told.backends[0].spec, 1)
+    gguf = ModelSource(model_path, "gguf", "smol")
+    assert supervised_engine(Settings.load(gpu="none"), gguf, "smol", "llama-server").max_concurrency == 8
+    with pytest.raises(ModelLoadError, match="vllm engine reads hf"):
+        supervised_engine(Settings.load(gpu="none"), gguf, "smol", "vllm")

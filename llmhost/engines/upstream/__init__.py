@@ -19,6 +19,8 @@ from .supervisor import Supervisor
 
 log = logging.getLogger("llmhost.upstream")
 
+GPU_ENGINE_MAX_NUM_SEQS = 256  # vLLM's own default --max-num-seqs
+
 __all__ = ["KINDS", "UpstreamEngine", "attach_engine", "supervised_engine", "replica_gpu_sets"]
 
 
@@ -50,6 +52,10 @@ def supervised_engine(settings: Any, source: ModelSource, name: str, kind_name: 
             + (" (converting GGUF for vLLM is not supported yet)" if kind_name == "vllm" else "")
         )
     tp = settings.tensor_parallel_size
+    # --max-num-seqs defaults to 8 for the in-process CPU engine; a GPU engine left to its own default
+    # (vLLM's 256) runs far more at once, and llmhost admits as many. An explicit value goes to both.
+    explicit_seqs = "max_num_seqs" in settings.model_fields_set or kind_name == "llama-server"
+    seqs_per_server = settings.max_num_seqs if explicit_seqs else GPU_ENGINE_MAX_NUM_SEQS
     gpu_sets = replica_gpu_sets(getattr(settings, "gpu", None), settings.replicas, tp)
     log_dir = Path(settings.engine_log_dir) if settings.engine_log_dir else default_log_dir()
     dtype = getattr(settings, "dtype", None)
@@ -64,7 +70,7 @@ def supervised_engine(settings: Any, source: ModelSource, name: str, kind_name: 
         quantization=settings.quantization,
         dtype=str(dtype) if dtype else None,
         threads=settings.threads,
-        max_num_seqs=settings.max_num_seqs,
+        max_num_seqs=settings.max_num_seqs if explicit_seqs else None,
         extra_args=split_engine_args(settings.engine_args),
     )
     backends = []
@@ -90,7 +96,7 @@ def supervised_engine(settings: Any, source: ModelSource, name: str, kind_name: 
         prompt_as_tokens=kind.prompt_as_tokens,
         dialect=kind.dialect,
         max_model_len=settings.max_model_len,
-        max_num_seqs=settings.max_num_seqs * len(backends),
+        max_num_seqs=seqs_per_server * len(backends),
         device=" | ".join(pinned) if pinned else "cpu" if gpu_sets[0] is None else "auto",
     )
 

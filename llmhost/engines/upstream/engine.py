@@ -349,6 +349,8 @@ def _http_error(resp: httpx.Response) -> Exception:
 
 
 def default_log_dir() -> Path:
+    """Where supervised servers log without --engine-log-dir (created when the first one starts)."""
+    import os
     import tempfile
 
-    return Path(tempfile.mkdtemp(prefix="llmhost-engines-"))
+    return Path(tempfile.gettempdir()) / f"llmhost-engines-{os.getpid()}"
