@@ -406,6 +406,7 @@ async def test_face_request_timeout_covers_the_whole_loop():
         ({"max_obs_length": 0}, "max_obs_length"),
         ({"tool_server_url": "http://169.254.169.254/"}, "tool_server_url"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"stop": [f"s{i}" for i in range(16)]}, "stop"),
     ],
 )

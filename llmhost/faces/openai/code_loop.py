@@ -40,15 +40,19 @@ from .schemas import ChatCompletionRequest
 
 
 def is_requested(body: ChatCompletionRequest, state: ServerState) -> bool:
-    """Whether this request runs the loop: its own `code_tools`, else the server's (which yields to a
-    request that offers function-calling `tools`: those are answered as `tool_calls`)."""
+    """Whether this request runs the loop: its own `code_tools`, else the server's. The server's yields
+    to a request that asks for another answer shape (function-calling `tools`, a JSON `response_format`);
+    a request that asks for both is a 400."""
+    other = None
+    if body.tools and body.tool_choice != "none":
+        other = "tools"
+    elif body.response_format is not None and body.response_format.type != "text":
+        other = "response_format"
     if body.code_tools is not None:
-        if body.code_tools and body.tools and body.tool_choice != "none":
-            raise InvalidRequest(
-                "'code_tools' cannot be combined with function-calling 'tools'", param="tools"
-            )
+        if body.code_tools and other is not None:
+            raise InvalidRequest(f"'code_tools' cannot be combined with '{other}'", param=other)
         return body.code_tools
-    return state.settings.code_tools and not (body.tools and body.tool_choice != "none")
+    return state.settings.code_tools and other is None
 
 
 def loop_config(body: ChatCompletionRequest, state: ServerState) -> LoopConfig:
