@@ -29,7 +29,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from llmhost.engines.base import Engine
@@ -38,8 +38,6 @@ from llmhost.tools.backends import ToolBackend
 from llmhost.types import Delta, FinishReason, SamplingParams, Usage
 
 log = logging.getLogger("llmhost.tools")
-
-OpenStream = Callable[[Sequence[int], SamplingParams], AsyncIterator[Delta]]
 
 DEFAULT_ACTION_STOP_TOKENS = ("</python>",)
 
@@ -181,11 +179,8 @@ async def run_code_loop(
     config: LoopConfig,
     *,
     trajectory_id: str,
-    open_stream: OpenStream | None = None,
 ) -> AsyncIterator[Delta]:
-    """Run one trajectory; see the module docstring. `open_stream` defaults to `engine.generate` (a face
-    passes its own streams)."""
-    generate: OpenStream = open_stream or engine.generate
+    """Run one trajectory (see the module docstring); `trajectory_id` names it to the tool backend."""
     max_model_len = engine.info().max_model_len
     context = list(prompt_tokens)
     clock = _Clock()
@@ -205,7 +200,7 @@ async def run_code_loop(
             text, token_ids = "", []
             finish, stop_reason = FinishReason.STOP, None
             t0 = time.perf_counter()
-            stream = generate(context, turn)
+            stream = engine.generate(context, turn)
             try:
                 async for delta in stream:
                     text += delta.text
