@@ -127,6 +127,7 @@ async def test_named_tool_choice_prefills_the_call_and_returns_it():
     assert r.status_code == 200, r.text
     prompt = engine.calls[0].prompt_text
     assert prompt.endswith('<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": ')
+    assert engine.calls[0].params.stop == ("</tool_call>",)  # one named call, then stop
     choice = r.json()["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
     [call] = choice["message"]["tool_calls"]
@@ -140,6 +141,7 @@ async def test_required_tool_choice_streams_the_prefilled_call():
         r = await client.post("/v1/chat/completions", json={**ASK, "tool_choice": "required", "stream": True})
     prompt = engine.calls[0].prompt_text
     assert prompt.endswith('<|im_start|>assistant\n<tool_call>\n{"name": "')
+    assert engine.calls[0].params.stop == ()  # required may make several calls
     chunks = sse_payloads(r.text)[:-1]
     deltas = [d for c in chunks for d in c["choices"][0]["delta"].get("tool_calls") or []]
     assert deltas[0]["function"] == {"name": "get_time", "arguments": ""}

@@ -50,7 +50,12 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep, request
     # Validation (context length included) happens here, before any byte of the response is sent.
     streams = state.open_streams(
         [
-            (prompt_tokens, body.sampling(max_tokens=body.requested_max_tokens, logprobs=logprobs, choice=i))
+            (
+                prompt_tokens,
+                tool_plan.sampling(
+                    body.sampling(max_tokens=body.requested_max_tokens, logprobs=logprobs, choice=i)
+                ),
+            )
             for i in range(body.n)
         ]
     )

@@ -13,12 +13,19 @@ translation of parsed hermes calls (`conversation/toolcalls.py`) into message an
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from llmhost.conversation.tool_prompt import forced_call_prefix
-from llmhost.conversation.toolcalls import ToolCallDelta, ToolCallParser, call_to_dict, parse_tool_calls
+from llmhost.conversation.toolcalls import (
+    TOOL_CALL_END,
+    ToolCallDelta,
+    ToolCallParser,
+    call_to_dict,
+    parse_tool_calls,
+)
 from llmhost.errors import InvalidRequest
+from llmhost.types import SamplingParams
 
 if TYPE_CHECKING:
     from llmhost.server.state import ChatPrompt
@@ -69,6 +76,7 @@ class ToolPlan:
 
     tools: list[dict[str, Any]] | None = None  # offered to the template
     prefill: str = ""  # pre-filled at the start of the assistant turn (and of the answer)
+    is_single_call: bool = False  # a named function: one call, so generation stops at its end
 
     @classmethod
     def from_request(cls, tools: list[dict[str, Any]] | None, tool_choice: Any) -> ToolPlan:
@@ -79,8 +87,15 @@ class ToolPlan:
             only = tools[0]["function"]["name"] if len(tools) == 1 else None
             return cls(tools, forced_call_prefix(only))
         if isinstance(tool_choice, dict):
-            return cls(tools, forced_call_prefix(tool_choice["function"]["name"]))
+            return cls(tools, forced_call_prefix(tool_choice["function"]["name"]), is_single_call=True)
         return cls(tools)
+
+    def sampling(self, params: SamplingParams) -> SamplingParams:
+        """A named function is called once (as OpenAI does): stop at `</tool_call>` rather than let
+        the model ramble on after it. The parser accepts a complete call without its end tag."""
+        if not self.is_single_call or TOOL_CALL_END in params.stop:
+            return params
+        return replace(params, stop=(*params.stop, TOOL_CALL_END))
 
     @property
     def is_parsing(self) -> bool:
