@@ -175,6 +175,17 @@ async def test_forced_call_closes_a_think_block_the_template_opened():
     assert message["tool_calls"][0]["function"]["arguments"] == '{"city": "Rome"}'
 
 
+async def test_parallel_tool_calls_false_stops_after_the_first_call():
+    engine = chat_engine()
+    engine.queue([*CALL_PIECES[:-2], 'is"}}\n'])  # cut by the stop string: no end tag
+    async with scripted_client(engine) as client:
+        r = await client.post("/v1/chat/completions", json={**ASK, "parallel_tool_calls": False})
+    assert engine.calls[0].params.stop == ("</tool_call>",)
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert [c["function"]["name"] for c in choice["message"]["tool_calls"]] == ["get_weather"]
+
+
 async def test_malformed_call_is_plain_content_with_stop():
     engine = chat_engine()
     engine.queue(["<tool_call>\n", "get_weather(Paris)", "\n</tool_call>"])

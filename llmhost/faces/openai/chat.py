@@ -36,7 +36,7 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep, request
     body.check_supported()
     if body.n > state.settings.max_n:
         raise InvalidRequest(f"'n' must be at most {state.settings.max_n}", param="n")
-    tool_plan = ToolPlan.from_request(body.tools, body.tool_choice)
+    tool_plan = ToolPlan.from_request(body.tools, body.tool_choice, body.parallel_tool_calls)
     prompt = state.chat_prompt(
         body.template_messages(state.settings.prompt_templates),  # a named prompt template rewrites them
         add_generation_prompt=body.add_generation_prompt,

@@ -127,6 +127,7 @@ class ChatCompletionRequest(_SamplingFields):
     response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: StrictStr | dict[str, Any] | None = None
+    parallel_tool_calls: StrictBool | None = None  # False: at most one call per answer
     chat_template_kwargs: dict[str, Any] | None = None
     add_generation_prompt: StrictBool = True
     # The code agent loop (llmhost extension, sent by the OpenAI SDK through `extra_body`); None: the

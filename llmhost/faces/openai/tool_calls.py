@@ -76,23 +76,28 @@ class ToolPlan:
 
     tools: list[dict[str, Any]] | None = None  # offered to the template
     prefill: str = ""  # pre-filled at the start of the assistant turn (and of the answer)
-    is_single_call: bool = False  # a named function: one call, so generation stops at its end
+    # A named function or `parallel_tool_calls: false`: one call, so generation stops at its end.
+    is_single_call: bool = False
 
     @classmethod
-    def from_request(cls, tools: list[dict[str, Any]] | None, tool_choice: Any) -> ToolPlan:
+    def from_request(
+        cls, tools: list[dict[str, Any]] | None, tool_choice: Any, parallel_tool_calls: bool | None = None
+    ) -> ToolPlan:
         if not tools or tool_choice == "none":
             return cls()
+        is_single = parallel_tool_calls is False
         if tool_choice == "required":
             # With one tool there is one possible call: pre-fill its name too, which small models need.
             only = tools[0]["function"]["name"] if len(tools) == 1 else None
-            return cls(tools, forced_call_prefix(only))
+            return cls(tools, forced_call_prefix(only), is_single_call=is_single)
         if isinstance(tool_choice, dict):
             return cls(tools, forced_call_prefix(tool_choice["function"]["name"]), is_single_call=True)
-        return cls(tools)
+        return cls(tools, is_single_call=is_single)
 
     def sampling(self, params: SamplingParams) -> SamplingParams:
-        """A named function is called once (as OpenAI does): stop at `</tool_call>` rather than let
-        the model ramble on after it. The parser accepts a complete call without its end tag."""
+        """A single call (a named function, as OpenAI does, or `parallel_tool_calls: false`): stop at
+        `</tool_call>` rather than let the model go on. The parser accepts a complete call without
+        its end tag."""
         if not self.is_single_call or TOOL_CALL_END in params.stop:
             return params
         return replace(params, stop=(*params.stop, TOOL_CALL_END))
