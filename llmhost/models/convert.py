@@ -11,7 +11,7 @@ This module imports only the standard library at import time: the conversion its
 transformers and gguf, which may live in another venv than llmhost (vLLM's). `ensure_converted` then
 runs this file with that venv's interpreter:
 
-    python -m llmhost.models.convert MODEL.gguf OUTDIR        # or: python path/to/convert.py …
+    PYTHONPATH=/path/to/llmhost-root python -m llmhost.models.convert MODEL.gguf OUTDIR
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("llmhost.convert")
 
@@ -88,9 +89,13 @@ def ensure_converted(
         python,
     )
     started = time.monotonic()
-    cmd = [python, str(Path(__file__).resolve()), str(gguf), str(target)]
+    # `-m` with llmhost's own root on PYTHONPATH works in a venv that does not have llmhost installed; running
+    # this file by path would not, since its folder (holding `inspect.py`) would shadow the standard library.
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    cmd = [python, "-m", "llmhost.models.convert", str(gguf), str(target)]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False, env=env)
     except FileNotFoundError:
         raise ConversionError(f"the Python to convert {gguf.name} with does not exist: {python}") from None
     except subprocess.TimeoutExpired:
@@ -100,6 +105,26 @@ def ensure_converted(
         raise ConversionError(f"converting {gguf.name} with {python} failed ({done.returncode}):\n{tail}")
     log.warning("converted %s in %.1fs: %s", gguf.name, time.monotonic() - started, target)
     return target
+
+
+def engine_model_path(source: Any, reads: tuple[str, ...], python: str | None = None) -> Path:
+    """The model path to hand an engine that reads the formats `reads` ("hf", "gguf"): the source itself
+    when it can, else (a GGUF for an engine that reads only HF folders, vLLM 0.32) the cached conversion,
+    made with `python` (the engine's own interpreter, which has torch + transformers + gguf).
+
+    `source` is a `llmhost.models.source.ModelSource`. Failures raise `ModelLoadError`, so a fallback
+    chain moves on to its next candidate and reports why."""
+    from llmhost.errors import ModelLoadError
+
+    if source.format in reads:
+        return Path(source.path)
+    if source.format == "gguf" and "hf" in reads:
+        try:
+            return ensure_converted(source.path, python=python)
+        except ConversionError as exc:
+            raise ModelLoadError(str(exc)) from None
+    kinds = " or ".join(reads)
+    raise ModelLoadError(f"{source.path} is a '{source.format}' model; this engine reads {kinds}")
 
 
 # -- the conversion itself: runs where torch + transformers + gguf are installed ------------------------
