@@ -125,6 +125,13 @@ def test_supervised_engine_is_restarted_after_kill_9(tmp_path):
         assert len(pids) == 2 and pids[1] != child
         metrics = httpx.get(f"{srv.url}/metrics").text
         assert re.search(r'llmhost:engine_restarts_total\{engine="llama-server",[^}]*\} 1\.0', metrics)
+        # Unloading stops the child; loading starts a new one.
+        assert httpx.post(f"{srv.url}/api/v1/model/unload", timeout=60).json()["status"] == "unloaded"
+        with pytest.raises(ProcessLookupError):
+            os.kill(pids[1], 0)
+        assert httpx.post(f"{srv.url}/api/v1/model/load", timeout=120).json()["status"] == "loaded"
+        assert client.completions.create(model="x", prompt="Hi", max_tokens=2).choices[0].text is not None
+        assert len(_child_pids(srv)) == 3
     finally:
         stop_server(srv)
     with pytest.raises(ProcessLookupError):  # the supervised child went with llmhost
