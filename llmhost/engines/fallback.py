@@ -134,7 +134,7 @@ class FallbackEngine:
 
 
 async def _prove_generation(engine: Engine) -> None:
-    """"Loads" means "generates": one greedy token, as the server's readiness check does."""
+    """A candidate "loads" when it generates: one greedy token, as the server's readiness check does."""
     tokens = engine.tokenize("Hello")
     stream = engine.generate(tokens, SamplingParams(max_tokens=1, temperature=0.0))
     try:
