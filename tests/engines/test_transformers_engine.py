@@ -218,3 +218,40 @@ async def test_context_overflow_is_refused_before_the_first_delta(hf_engine):
     # Without max_tokens the sequence runs until the context is full, then ends with `length`.
     _, tokens, deltas = await run(hf_engine, long_prompt, SamplingParams(temperature=0.0, ignore_eos=True))
     assert len(tokens) == 4 and deltas[-1].finish_reason == FinishReason.LENGTH
+
+
+async def test_hf_folder_loads_and_generates_like_model_generate(hf_engine, tmp_path):
+    """The safetensors path: a tiny random-weight Llama saved as an HF folder, with the GGUF's tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llmhost.engines.transformers.engine import TransformersEngine
+    from llmhost.models.source import resolve_model
+
+    tokenizer = hf_engine._loaded.tokenizer
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    source = resolve_model(str(tmp_path))
+    assert source.format == "hf"
+    eng = TransformersEngine(source.path, model_format="hf", model_name="tiny", gpu="none")
+    await eng.start()
+    try:
+        assert eng.info().max_model_len == 256 and eng.info().chat_template == hf_engine.info().chat_template
+        params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+        outs = await asyncio.gather(*(run(eng, p, params) for p in PROMPTS))
+        for prompt, (_, tokens, _) in zip(PROMPTS, outs, strict=True):
+            expected = await asyncio.to_thread(reference_greedy, eng, eng.tokenize(prompt), 12)
+            assert tokens == expected, prompt
+    finally:
+        await eng.close()
