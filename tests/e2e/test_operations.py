@@ -48,7 +48,13 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 def test_live_health_ready(server):
     assert httpx.get(f"{server.url}/live").status_code == 200
-    assert httpx.get(f"{server.url}/ready").json() == {"status": "ready"}
+    # /health turns 200 when the model is loaded; /ready after the one-token check that follows it.
+    for _ in range(100):
+        ready = httpx.get(f"{server.url}/ready")
+        if ready.status_code == 200:
+            break
+        time.sleep(0.1)
+    assert ready.json() == {"status": "ready"}
     assert httpx.get(f"{server.url}/health").json()["model_loaded"] is True
 
 
