@@ -200,7 +200,8 @@ async def run_code_loop(
             text, token_ids = "", []
             finish, stop_reason = FinishReason.STOP, None
             t0 = time.perf_counter()
-            stream = engine.generate(context, turn)
+            # The trajectory id keeps every turn on one replica (and its prefix cache) behind a router.
+            stream = engine.generate(context, turn, request_id=trajectory_id)
             try:
                 async for delta in stream:
                     text += delta.text
