@@ -252,3 +252,15 @@ def test_forced_call_prefix_continues_into_a_parsable_call():
     assert [(c.name, c.arguments) for c in calls] == [("get_weather", '{"city": "Oslo"}')]
     _, calls = parse_tool_calls(forced_call_prefix(None) + 'now", "arguments": {}}\n</tool_call>')
     assert [c.name for c in calls] == ["now"]
+
+
+def test_a_template_that_refuses_tool_roles_gets_them_as_user_turns():
+    strict = (
+        "{% for m in messages %}{% if m['role'] not in ['system', 'user', 'assistant'] %}"
+        "{{ raise_exception('unknown role') }}{% endif %}"
+        "{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    )
+    template = ChatTemplate(strict)
+    assert template.renders_tool_messages is False and template.renders_tools is False
+    out = template.render(ROUND_TRIP, tools=TOOLS)
+    assert "<|im_start|>tool" not in out and "<tool_response>" in out and "# Tools" in out
