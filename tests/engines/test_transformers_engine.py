@@ -15,7 +15,7 @@ pytest.importorskip("gguf")
 
 import torch  # noqa: E402
 
-from llmhost.errors import ContextLengthExceeded, InvalidRequest  # noqa: E402
+from llmhost.errors import ContextLengthExceeded, EngineError, InvalidRequest  # noqa: E402
 from llmhost.types import FinishReason, SamplingParams  # noqa: E402
 
 from ..conftest import TEST_MAX_MODEL_LEN  # noqa: E402
@@ -198,6 +198,24 @@ async def test_cancellation_frees_the_row(hf_engine):
     # The engine still serves after the abort.
     _, tokens, _ = await run(hf_engine, "Hi", SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True))
     assert len(tokens) == 3
+
+
+async def test_a_failed_prefill_fails_only_its_requests(hf_engine, monkeypatch):
+    batch = hf_engine._scheduler._batch
+    real_prefill = batch.prefill
+
+    def failing_prefill(prompts):
+        if any(len(p) == 50 for p in prompts):
+            raise RuntimeError("out of memory (simulated)")
+        return real_prefill(prompts)
+
+    monkeypatch.setattr(batch, "prefill", failing_prefill)
+    params = SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True)
+    running = asyncio.create_task(run(hf_engine, "Once upon a time", params))
+    await asyncio.sleep(0.3)
+    with pytest.raises(EngineError, match="simulated"):
+        await run(hf_engine, [hf_engine.tokenize(" hello")[0]] * 50, params)
+    assert len((await running)[1]) == 30  # the sequence already decoding was not disturbed
 
 
 async def test_more_requests_than_rows_all_finish(hf_engine):

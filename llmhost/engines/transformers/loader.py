@@ -52,7 +52,9 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def load(path: Path, model_format: str, device: torch.device, dtype_name: str) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # tqdm bars would flood the server log with carriage returns
     dtype = resolve_dtype(dtype_name, device)
     if model_format == "gguf":
         # transformers dequantises every tensor of the GGUF to `dtype`; the tokenizer is rebuilt from

@@ -132,24 +132,35 @@ class Scheduler:
 
     def _step(self) -> None:
         outputs: Outputs = []
-        self._drop_aborted()
-        admitted = self._take_waiting()
-        if admitted:
-            cache, mask, logits = self._batch.prefill([s.prompt for s in admitted])
-            self._batch.join(cache, mask)
-            self._running.extend(admitted)
-            self._sample_rows(admitted, logits, outputs)
-        decoding = [s for s in self._running if s.num_generated > 0 and s not in admitted]
-        if decoding:
-            # Rows that finished at their prefill leave first; the others each get one token.
+        try:
+            self._drop_aborted()
+            has_decoding = bool(self._running)
+            admitted = self._take_waiting()
+            if admitted:
+                self._prefill(admitted, outputs)
+            if has_decoding:
+                # Rows that finished at their prefill leave first; every other row gets one token.
+                self._release_finished()
+                logits = self._batch.decode([s.next_token for s in self._running])
+                self.num_steps += 1
+                self.last_step_num_seqs = len(self._running)
+                self._sample_rows(list(self._running), logits, outputs)
             self._release_finished()
-            logits = self._batch.decode([s.next_token for s in self._running])
-            self.num_steps += 1
-            self.last_step_num_seqs = len(self._running)
-            self._sample_rows(list(self._running), logits, outputs)
-        self._release_finished()
-        if outputs:
-            self._on_outputs(outputs)
+        finally:  # what this step produced goes out even when a later part of it failed
+            if outputs:
+                self._on_outputs(outputs)
+
+    def _prefill(self, admitted: list[Sequence], outputs: Outputs) -> None:
+        try:
+            cache, mask, logits = self._batch.prefill([s.prompt for s in admitted])
+        except Exception as exc:
+            # E.g. out of GPU memory for one huge prompt: fail the newcomers, keep the running batch.
+            log.exception("prefill of %d new sequence(s) failed", len(admitted))
+            outputs.extend((s, EngineError(f"generation failed: {exc}")) for s in admitted)
+            return
+        self._batch.join(cache, mask)
+        self._running.extend(admitted)
+        self._sample_rows(admitted, logits, outputs)
 
     def _take_waiting(self) -> list[Sequence]:
         """Waiting sequences for the free rows, within the padded prefill budget (at least one)."""
