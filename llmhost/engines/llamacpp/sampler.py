@@ -3,10 +3,14 @@
 Each sequence owns its chain (its own seed and penalty history), so sequences decoded in the same
 batch never influence each other's randomness.
 
-A sequence with a grammar (structured outputs) has llama.cpp's grammar sampler at the head of its
-chain: it masks every token that cannot continue the grammar, end-of-generation included until the
-grammar is complete. Constrained sequences are sampled through an explicit candidates array rather
-than `llama_sampler_sample`, so a dead end (no token allowed) ends the sequence instead of feeding the
+A sequence with a grammar (structured outputs) also owns llama.cpp's grammar sampler, which masks every
+token that cannot continue the grammar (end-of-generation included until the grammar is complete).
+Masking the whole vocabulary costs milliseconds per token, so, as llama.cpp's own server does, the
+chain first picks a token unconstrained and only a token the grammar rejects is picked again with the
+grammar applied first. For greedy decoding this is exact; for plain temperature sampling it is
+rejection sampling, so still the masked distribution; with top-k/top-p the truncation may differ a
+little from masking first. Constrained sequences go through an explicit candidates array instead of
+`llama_sampler_sample`, so a dead end (no token allowed) ends the sequence instead of feeding the
 grammar a token it rejects, which llama.cpp answers by aborting the process.
 """
 
@@ -44,29 +48,28 @@ class SequenceSampler:
     def __init__(self, model: LlamaModel, params: SamplingParams, prompt_tokens: list[int], window: int):
         # Plain greedy needs no chain: a numpy argmax over the logits row is ~5x cheaper than
         # llama_sampler_sample, which first copies the whole vocabulary into a candidates array.
-        self._is_plain_greedy = (
-            params.grammar is None
-            and params.is_greedy
+        is_argmax = (
+            params.is_greedy
             and params.repetition_penalty == 1.0
             and not params.presence_penalty
             and not params.frequency_penalty
         )
+        self._is_plain_greedy = is_argmax and params.grammar is None
+        self._is_argmax_first = is_argmax  # a constrained greedy sequence checks the argmax first
         self._chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
         add = lambda smpl: C.llama_sampler_chain_add(self._chain, smpl)  # noqa: E731
         n_vocab = model.n_vocab
         self._eog = model.eog_token_ids[0] if model.eog_token_ids else model.eos_token_id
-        self._candidates: np.ndarray | None = None
+        self._grammar = None
         if params.grammar is not None:
-            # First in the chain: the samplers after it only ever see tokens the grammar allows.
-            grammar = C.llama_sampler_init_grammar(model.vocab, params.grammar.encode("utf-8"), b"root")
-            if not grammar:  # check_grammar ran before the request was queued; this is a backstop
+            self._grammar = C.llama_sampler_init_grammar(model.vocab, params.grammar.encode("utf-8"), b"root")
+            if not self._grammar:  # check_grammar ran before the request was queued; this is a backstop
                 raise InvalidRequest("the grammar is not valid GBNF", param="grammar")
-            add(grammar)
+            self._ids = np.arange(n_vocab, dtype=np.int32)
             self._candidates = np.empty(n_vocab, dtype=_TOKEN_DATA)
-            self._candidates["id"] = np.arange(n_vocab, dtype=np.int32)
-            self._candidates_array = C.llama_token_data_array(
-                self._candidates.ctypes.data_as(C.llama_token_data_p), n_vocab, -1, False
-            )
+            self._array = C.llama_token_data_array()
+            self._one = (C.llama_token_data * 1)()  # a single candidate: checks one token against the grammar
+            self._one_array = C.llama_token_data_array(self._one, 1, -1, False)
         # repetition_penalty follows Hugging Face/vLLM: it covers the prompt and the output, so this
         # sampler is fed the prompt. presence/frequency follow OpenAI: the output only, hence a second one.
         if params.repetition_penalty != 1.0:
@@ -97,34 +100,54 @@ class SequenceSampler:
         """Pick the next token from the logits at `batch_index`; the chain remembers it for penalties."""
         if self._is_plain_greedy:
             return int(np.argmax(ctx.logits(batch_index)))
-        if self._candidates is not None:
-            return self._sample_constrained(ctx, batch_index)
+        if self._grammar is not None:
+            return self._sample_constrained(ctx.logits(batch_index))
         return C.llama_sampler_sample(self._chain, ctx.ptr, batch_index)
 
-    def _sample_constrained(self, ctx: LlamaContext, batch_index: int) -> int:
-        # What llama_sampler_sample does, with a check between choosing and accepting the token.
-        cands, arr = self._candidates, self._candidates_array
-        assert cands is not None
-        cands["id"] = np.arange(len(cands), dtype=np.int32)  # samplers before may have reordered them
-        cands["logit"] = ctx.logits(batch_index)
+    def _sample_constrained(self, logits: np.ndarray) -> int:
+        token = int(np.argmax(logits)) if self._is_argmax_first else self._pick(logits, with_grammar=False)
+        if token < 0 or not self._grammar_allows(token):
+            token = self._pick(logits, with_grammar=True)
+            if token < 0:  # nothing the grammar allows is left: end rather than accept a rejected token
+                log.warning("grammar dead end: no token can continue it; ending the sequence")
+                return self._eog
+        C.llama_sampler_accept(self._grammar, token)
+        C.llama_sampler_accept(self._chain, token)
+        return token
+
+    def _pick(self, logits: np.ndarray, *, with_grammar: bool) -> int:
+        """What llama_sampler_sample does, without accepting: the chosen token, or -1 if none is allowed."""
+        cands, arr = self._candidates, self._array
+        cands["id"] = self._ids  # the samplers sort and truncate the array in place
+        cands["logit"] = logits
         cands["p"] = 0.0
         arr.data = cands.ctypes.data_as(C.llama_token_data_p)
         arr.size = len(cands)
         arr.selected = -1
         arr.sorted = False
+        if with_grammar:
+            C.llama_sampler_apply(self._grammar, ctypes.byref(arr))
         C.llama_sampler_apply(self._chain, ctypes.byref(arr))
-        if not 0 <= arr.selected < arr.size or not np.isfinite(cands["logit"][arr.selected]):
-            # Nothing the grammar allows is left: end here rather than accept a token it rejects.
-            log.warning("grammar dead end: no token can continue it; ending the sequence")
-            return self._eog
-        token = int(cands["id"][arr.selected])
-        C.llama_sampler_accept(self._chain, token)
-        return token
+        if not 0 <= arr.selected < arr.size:
+            return -1
+        chosen = arr.data[arr.selected]
+        return int(chosen.id) if np.isfinite(chosen.logit) else -1
+
+    def _grammar_allows(self, token: int) -> bool:
+        one = self._one[0]
+        one.id, one.logit, one.p = token, 0.0, 0.0
+        self._one_array.data = ctypes.cast(self._one, C.llama_token_data_p)
+        self._one_array.size, self._one_array.selected, self._one_array.sorted = 1, -1, False
+        C.llama_sampler_apply(self._grammar, ctypes.byref(self._one_array))
+        return bool(np.isfinite(self._one[0].logit))
 
     def close(self) -> None:
         if self._chain is not None:
             C.llama_sampler_free(self._chain)
             self._chain = None
+        if self._grammar is not None:
+            C.llama_sampler_free(self._grammar)
+            self._grammar = None
 
 
 def token_logprob(model: LlamaModel, logits: np.ndarray, token_id: int, num_top: int) -> TokenLogprob:
