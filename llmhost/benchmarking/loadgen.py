@@ -211,7 +211,14 @@ async def tokens_per_word(http: httpx.AsyncClient, spec: RequestSpec) -> float |
     return slope if slope > 0 else None
 
 
-def http_client(url: str, *, concurrency: int, api_key: str | None, timeout_s: float) -> httpx.AsyncClient:
+def http_client(
+    url: str,
+    *,
+    concurrency: int,
+    api_key: str | None,
+    timeout_s: float,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     return httpx.AsyncClient(
@@ -219,4 +226,5 @@ def http_client(url: str, *, concurrency: int, api_key: str | None, timeout_s: f
         headers=headers,
         limits=limits,
         timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
+        transport=transport,
     )

@@ -7,9 +7,11 @@ in `runs` holding `vllm bench serve`'s keys (`completed`, `failed`, `request_thr
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import math
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,9 +94,11 @@ async def run_benchmark(
     file_prompts: list[workload.Prompt] | None = None,
     on_level: Callable[[int, int], None] | None = None,
     on_result: Callable[[RequestResult], None] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> dict[str, Any]:
     """Run every concurrency level in turn with the same prompts; `on_level(concurrency, num_prompts)`
-    before each level and `on_result` after each request drive a progress display."""
+    before each level and `on_result` after each request drive a progress display. Cancelled (Ctrl-C),
+    it returns what finished with `interrupted: true` instead of raising."""
     num_prompts = config.num_prompts or (len(file_prompts) if file_prompts else DEFAULT_NUM_PROMPTS)
     report: dict[str, Any] = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -110,11 +114,16 @@ async def run_benchmark(
         "ignore_eos": config.ignore_eos,
         "tokens_per_word": None,
         "setup_error": None,
+        "interrupted": False,
         "runs": [],
     }
     max_level = max(config.concurrency)
     async with loadgen.http_client(
-        config.url, concurrency=max_level, api_key=config.api_key, timeout_s=config.timeout_s
+        config.url,
+        concurrency=max_level,
+        api_key=config.api_key,
+        timeout_s=config.timeout_s,
+        transport=transport,
     ) as http:
         model = config.model
         if model is None:
@@ -144,15 +153,30 @@ async def run_benchmark(
         for level in config.concurrency:
             if on_level is not None:
                 on_level(level, num_prompts)
-            results, duration_s = await loadgen.run_level(
-                http,
-                spec,
-                prompts,
-                concurrency=level,
-                request_rate=config.request_rate,
-                seed=config.seed,
-                on_result=on_result,
-            )
+            finished: list[RequestResult] = []
+
+            def record(result: RequestResult, finished: list[RequestResult] = finished) -> None:
+                finished.append(result)
+                if on_result is not None:
+                    on_result(result)
+
+            start = time.perf_counter()
+            try:
+                results, duration_s = await loadgen.run_level(
+                    http,
+                    spec,
+                    prompts,
+                    concurrency=level,
+                    request_rate=config.request_rate,
+                    seed=config.seed,
+                    on_result=record,
+                )
+            except asyncio.CancelledError:
+                # Ctrl-C (asyncio.run cancels this task): keep what finished, so an hour-long run
+                # interrupted at its last level still reports; requests in flight are dropped, not failed.
+                report["interrupted"] = True
+                report["runs"].append(_level_report(level, finished, time.perf_counter() - start))
+                break
             report["runs"].append(_level_report(level, results, duration_s))
     return _with_totals(report)
 

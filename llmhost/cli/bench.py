@@ -1,7 +1,7 @@
 """`llmhost bench`: how fast is a server (llmhost or any OpenAI-compatible one) under load.
 
 Exit codes: 0 at least one request succeeded; 1 every request failed; 2 bad input (an option or the
-dataset file).
+dataset file); 130 interrupted (Ctrl-C), after writing the report of what finished.
 """
 
 from __future__ import annotations
@@ -90,6 +90,9 @@ def bench_command(
     for path, what in ((out, "report"), (plot, "plot")):
         if path is not None:
             console.print(f"{what} written to {path}", markup=False)
+    if report["interrupted"]:
+        console.print("[yellow]interrupted:[/yellow] the last level holds only the requests that finished")
+        raise typer.Exit(130)
     if report["completed"] == 0:
         console.print(f"[red]every request failed[/red] ({report['failed']})")
         raise typer.Exit(1)

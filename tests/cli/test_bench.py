@@ -205,6 +205,43 @@ def test_a_level_keeps_prompt_order_and_the_concurrency_cap_with_poisson_arrival
     assert sorted(seen) == [str(i) for i in range(6)] and peak <= 2
 
 
+def test_a_cancelled_run_reports_what_finished():
+    """Ctrl-C cancels the task `asyncio.run` drives; the report keeps the finished requests."""
+    from llmhost.benchmarking.runner import BenchConfig, run_benchmark
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "m"}]})
+        text = json.loads(request.content)["messages"][0]["content"]
+        if text != "fast":
+            await asyncio.sleep(30)  # still in flight when the run is cancelled
+        return httpx.Response(
+            200, content=_sse(_delta("x"), "[DONE]"), headers={"content-type": "text/event-stream"}
+        )
+
+    async def go() -> dict:
+        config = BenchConfig(url="http://x", concurrency=[2, 4], num_prompts=3)
+        prompts = [Prompt(text="fast"), Prompt(text="slow"), Prompt(text="slow")]
+        finished = asyncio.Event()
+        task = asyncio.create_task(
+            run_benchmark(
+                config,
+                file_prompts=prompts,
+                on_result=lambda _: finished.set(),
+                transport=httpx.MockTransport(handler),
+            )
+        )
+        await asyncio.wait_for(finished.wait(), 10)
+        task.cancel()
+        return await task
+
+    report = asyncio.run(go())
+    assert report["interrupted"] is True and report["model_id"] == "m"
+    assert len(report["runs"]) == 1  # the second level never started
+    run = report["runs"][0]
+    assert (run["max_concurrency"], run["completed"], run["failed"]) == (2, 1, 0)
+
+
 # -- the command -----------------------------------------------------------------------------------
 def test_a_bad_dataset_or_option_exits_2(tmp_path):
     path = tmp_path / "p.jsonl"
