@@ -40,7 +40,7 @@ CASES = [
     ("empty stop string", with_(stop=[""]), 400, "stop"),
     ("stream not bool", with_(stream="yes"), 400, "stream"),
     ("unknown model", with_(model="nope"), 404, "model"),
-    ("unsupported response_format", with_(response_format={"type": "json_object"}), 400, "response_format"),
+    ("schema-less json_schema", with_(response_format={"type": "json_schema"}), 400, "response_format"),
 ]
 
 
