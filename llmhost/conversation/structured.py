@@ -122,7 +122,12 @@ def _refuse_unsupported(node: Any, where: str) -> None:
             raise _invalid(f"schema keyword '{key}' (at {where}) is not supported")
     if node.get("type") == "number" and any(k in node for k in _BOUNDS):
         _number_bounds(node)  # raises when the bounds are not ones the grammar can express
+    for key in ("anyOf", "oneOf", "allOf", "type"):
+        if node.get(key) == []:
+            raise _invalid(f"schema '{key}' at {where} is an empty list: nothing would be valid")
     for key in ("properties", "$defs", "definitions"):
+        if not isinstance(node.get(key, {}), Mapping):
+            raise _invalid(f"schema '{key}' at {where} must be an object")
         for name, sub in (node.get(key) or {}).items():
             _refuse_unsupported(sub, f"{where}/{key}/{name}")
     for key in ("items", "additionalProperties"):
@@ -152,6 +157,24 @@ def _converter_class() -> type:
             if kind in ("integer", "number") and any(k in schema for k in _BOUNDS) and not is_literal:
                 body = _int_rule(schema) if kind == "integer" else _number_rule(schema)
                 return self._add_rule(rule_name, f"({body}) space")
+            # Lengths: llama.cpp's native {m,n} repetition, not the port's nested expansion, which
+            # llama.cpp refuses to parse beyond about a thousand levels (maxLength: 5000 is common).
+            plain = (
+                not any(k in schema for k in ("pattern", "format", "$ref", "anyOf", "oneOf"))
+                and not is_literal
+            )
+            if kind == "string" and plain and ("minLength" in schema or "maxLength" in schema):
+                lo, hi = _length_bounds(schema, "minLength", "maxLength")
+                char = self._add_primitive("char", lg.PRIMITIVE_RULES["char"])
+                return self._add_rule(rule_name, f'"\\"" {_repeat(char, lo, hi)} "\\"" space')
+            items = schema.get("items")
+            if kind == "array" and plain and isinstance(items, dict) and "prefixItems" not in schema:
+                lo, hi = _length_bounds(schema, "minItems", "maxItems")
+                item = self.visit(items, f"{name}{'-' if name else ''}item")
+                more = _repeat(f'"," space {item}', max(lo - 1, 0), None if hi is None else hi - 1)
+                body = "" if hi == 0 else f"{item} {more}"
+                body = f"({body})?" if lo == 0 and body else body
+                return self._add_rule(rule_name, f'"[" space {body} "]" space')
             return super().visit(schema, name)
 
         def format_grammar(self) -> str:
@@ -171,10 +194,32 @@ def _converter_class() -> type:
     return _Converter
 
 
+def _length_bounds(schema: Mapping[str, Any], min_key: str, max_key: str) -> tuple[int, int | None]:
+    lo, hi = schema.get(min_key, 0), schema.get(max_key)
+    for key, value in ((min_key, lo), (max_key, hi)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise _invalid(f"schema '{key}' must be a whole number >= 0")
+    if hi is not None and lo > hi:
+        raise _invalid(f"schema '{min_key}' {lo} is above '{max_key}' {hi}")
+    return lo, hi
+
+
+def _repeat(item: str, lo: int, hi: int | None) -> str:
+    """`item` lo..hi times (hi None: no upper bound), in GBNF."""
+    if hi == 0:
+        return ""
+    if hi is None:
+        return f"({item}){{{lo},}}"
+    return f"({item}){{{lo},{hi}}}"
+
+
 def _int_rule(schema: Mapping[str, Any]) -> str:
     lo, hi = _int_bounds(schema)
     if lo is not None and hi is not None and lo > hi:
         raise _invalid(f"schema integer range [{lo}, {hi}] is empty")
+    largest = 10**_MAX_DIGITS - 1
+    if (lo is not None and lo > largest) or (hi is not None and hi < -largest):
+        raise _invalid(f"schema integer bounds beyond {_MAX_DIGITS} digits are not supported")
     return int_range_gbnf(lo, hi)
 
 
