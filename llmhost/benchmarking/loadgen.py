@@ -135,8 +135,10 @@ async def send_request(http: httpx.AsyncClient, spec: RequestSpec, prompt: Promp
         result.error = "the stream ended before [DONE]"
     elif result.ttft_s is None:
         result.error = "the stream carried no generated text"
-    if usage is not None:
-        result.input_tokens = usage.get("prompt_tokens")
+    if usage is not None and isinstance(usage.get("prompt_tokens"), int):
+        result.input_tokens = usage["prompt_tokens"]
+    elif prompt.num_tokens_estimate is not None:
+        result.input_tokens, result.is_input_estimated = prompt.num_tokens_estimate, True
     has_count = usage is not None and isinstance(usage.get("completion_tokens"), int)
     result.output_tokens = usage["completion_tokens"] if has_count else num_text_chunks
     return result
@@ -192,7 +194,13 @@ async def _prompt_tokens(http: httpx.AsyncClient, spec: RequestSpec, text: str) 
     return int(response.json()["usage"]["prompt_tokens"])
 
 
-async def tokens_per_word(http: httpx.AsyncClient, spec: RequestSpec) -> float | None:
+@dataclass(frozen=True)
+class PromptCalibration:
+    tokens_per_word: float
+    fixed_tokens: float  # what every prompt costs besides its words (the chat template)
+
+
+async def calibrate(http: httpx.AsyncClient, spec: RequestSpec) -> PromptCalibration | None:
     """The server's tokens per word of the random word list, from its usage on two probe prompts;
     None when the server does not tell (no usage, an error), and the caller assumes one."""
     from llmhost.benchmarking.workload import random_text
@@ -208,7 +216,9 @@ async def tokens_per_word(http: httpx.AsyncClient, spec: RequestSpec) -> float |
         )
         return None
     slope = (counts[1] - counts[0]) / (PROBE_WORDS[1] - PROBE_WORDS[0])
-    return slope if slope > 0 else None
+    if slope <= 0:
+        return None
+    return PromptCalibration(slope, max(0.0, counts[0] - slope * PROBE_WORDS[0]))
 
 
 def http_client(

@@ -74,6 +74,13 @@ def print_summary(report: dict[str, Any], console: Console | None = None) -> Non
     console.print(heading(report), markup=False)
     console.print(summary_table(report))
     for run in report["runs"]:
+        if run["num_input_estimated"] or run["num_input_unknown"]:
+            console.print(
+                f"[yellow]concurrency {run['max_concurrency']}:[/yellow] the server reported no prompt "
+                f"tokens for {run['num_input_estimated'] + run['num_input_unknown']} requests: "
+                f"{run['num_input_estimated']} estimated from the calibration, "
+                f"{run['num_input_unknown']} counted as 0"
+            )
         for error in run["errors"][:MAX_REASONS_SHOWN]:
             console.print(
                 f"[yellow]concurrency {run['max_concurrency']}: {error['count']} failed:[/yellow] "

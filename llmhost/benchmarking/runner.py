@@ -113,6 +113,7 @@ async def run_benchmark(
         "request_rate": config.request_rate if math.isfinite(config.request_rate) else "inf",
         "ignore_eos": config.ignore_eos,
         "tokens_per_word": None,
+        "fixed_prompt_tokens": None,
         "setup_error": None,
         "interrupted": False,
         "runs": [],
@@ -145,10 +146,16 @@ async def run_benchmark(
         if file_prompts is not None:
             prompts = workload.take(file_prompts, num_prompts)
         else:
-            per_word = await loadgen.tokens_per_word(http, spec)
-            report["tokens_per_word"] = per_word
+            calibration = await loadgen.calibrate(http, spec)
+            if calibration is not None:
+                report["tokens_per_word"] = calibration.tokens_per_word
+                report["fixed_prompt_tokens"] = calibration.fixed_tokens
             prompts = workload.random_prompts(
-                num_prompts, config.input_len, seed=config.seed, tokens_per_word=per_word or 1.0
+                num_prompts,
+                config.input_len,
+                seed=config.seed,
+                tokens_per_word=calibration.tokens_per_word if calibration else 1.0,
+                fixed_tokens=calibration.fixed_tokens if calibration else None,
             )
         for level in config.concurrency:
             if on_level is not None:

@@ -25,6 +25,7 @@ class RequestResult:
     """One request's measurements; `error` is the reason when it failed (then the timings are partial)."""
 
     input_tokens: int | None = None  # from the server's usage; None when it reported none
+    is_input_estimated: bool = False  # input_tokens is the calibrated estimate (no usage in the stream)
     output_tokens: int = 0
     ttft_s: float | None = None
     itl_s: list[float] = field(default_factory=list)
@@ -70,6 +71,9 @@ def benchmark_metrics(results: list[RequestResult], duration_s: float) -> dict[s
         "completed": len(ok),
         "failed": len(results) - len(ok),
         "total_input_tokens": total_input,
+        # Requests whose prompt tokens the server did not report: estimated, or unknown (counted as 0).
+        "num_input_estimated": sum(r.is_input_estimated for r in ok),
+        "num_input_unknown": sum(r.input_tokens is None for r in ok),
         "total_output_tokens": total_output,
         "request_throughput": len(ok) * per_s,
         "output_throughput": total_output * per_s,

@@ -42,6 +42,8 @@ class Prompt:
     text: str | None = None
     messages: list[dict[str, Any]] | None = None
     max_tokens: int | None = None
+    # The server's prompt tokens as calibrated (random prompts only): used when its stream reports none.
+    num_tokens_estimate: int | None = None
 
     def chat_messages(self) -> list[dict[str, Any]]:
         return self.messages if self.messages is not None else [{"role": "user", "content": self.text}]
@@ -58,12 +60,22 @@ def random_text(num_words: int, rng: random.Random) -> str:
 
 
 def random_prompts(
-    num_prompts: int, input_len: int, *, seed: int = 0, tokens_per_word: float = 1.0
+    num_prompts: int,
+    input_len: int,
+    *,
+    seed: int = 0,
+    tokens_per_word: float = 1.0,
+    fixed_tokens: float | None = None,
 ) -> list[Prompt]:
-    """`num_prompts` prompts of about `input_len` tokens each (`input_len / tokens_per_word` words)."""
+    """`num_prompts` prompts of about `input_len` tokens each (`input_len / tokens_per_word` words).
+    With `fixed_tokens` (what the server adds to any prompt: the chat template) each prompt also
+    carries the number of prompt tokens the server should count for it."""
     rng = random.Random(seed)
     num_words = max(1, round(input_len / max(tokens_per_word, 1e-6)))
-    return [Prompt(text=random_text(num_words, rng)) for _ in range(num_prompts)]
+    estimate = None if fixed_tokens is None else round(fixed_tokens + tokens_per_word * num_words)
+    return [
+        Prompt(text=random_text(num_words, rng), num_tokens_estimate=estimate) for _ in range(num_prompts)
+    ]
 
 
 def _max_tokens(obj: dict[str, Any], where: str) -> int | None:

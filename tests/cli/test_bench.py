@@ -22,7 +22,7 @@ STAT_KEYS = {f"{s}_{m}_ms" for m in LATENCIES for s in ("mean", "median", "std",
 RUN_KEYS = STAT_KEYS | {
     "max_concurrency", "duration", "completed", "failed", "total_input_tokens", "total_output_tokens",
     "request_throughput", "output_throughput", "total_token_throughput", "errors", "input_lens",
-    "output_lens",
+    "output_lens", "num_input_estimated", "num_input_unknown",
 }  # fmt: skip
 
 
@@ -78,6 +78,8 @@ def test_random_prompts_are_seeded_and_sized_by_tokens_per_word():
     assert a == b and a != random_prompts(3, 40, seed=8)
     assert all(len(p.text.split()) == 40 for p in a)
     assert {len(p.text.split()) for p in random_prompts(2, 40, tokens_per_word=1.25)} == {32}
+    assert a[0].num_tokens_estimate is None
+    assert random_prompts(1, 40, tokens_per_word=1.25, fixed_tokens=30.0)[0].num_tokens_estimate == 70
 
 
 def test_a_jsonl_dataset_of_prompts_and_chats(tmp_path):
@@ -121,14 +123,17 @@ def _sse(*events: object) -> bytes:
     return b"".join(f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n".encode() for e in events)
 
 
-def _send(body: bytes, status: int = 200) -> RequestResult:
+HI = Prompt(text="hi")
+
+
+def _send(body: bytes, status: int = 200, prompt: Prompt = HI) -> RequestResult:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, content=body, headers={"content-type": "text/event-stream"})
 
     async def go() -> RequestResult:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://x") as http:
             spec = loadgen.RequestSpec("chat", "m", 8)
-            return await loadgen.send_request(http, spec, Prompt(text="hi"))
+            return await loadgen.send_request(http, spec, prompt)
 
     return asyncio.run(go())
 
@@ -142,6 +147,11 @@ def test_without_usage_the_text_chunks_are_counted():
                         _delta("b"), _delta("c"), "[DONE]"))  # fmt: skip
     assert result.is_ok and result.output_tokens == 3 and result.input_tokens is None
     assert len(result.itl_s) == 2 and result.ttft_s <= result.e2el_s
+    estimated = _send(_sse(_delta("a"), "[DONE]"), prompt=Prompt(text="hi", num_tokens_estimate=12))
+    assert (estimated.input_tokens, estimated.is_input_estimated) == (12, True)
+    metrics = benchmark_metrics([result, estimated], 1.0)
+    assert (metrics["num_input_estimated"], metrics["num_input_unknown"]) == (1, 1)
+    assert metrics["total_input_tokens"] == 12
 
 
 def test_usage_wins_over_counting_chunks():
@@ -280,13 +290,14 @@ def test_a_live_run_reports_every_level(server, tmp_path):
     report = json.loads(out.read_text())
     assert report["model_id"] == "smol" and report["endpoint"] == "/v1/chat/completions"
     assert (report["completed"], report["failed"]) == (8, 0)
-    assert report["tokens_per_word"] > 0  # calibrated from the server's usage
+    assert report["tokens_per_word"] > 0 and report["fixed_prompt_tokens"] > 0  # from the server's usage
     assert [run["max_concurrency"] for run in report["runs"]] == [1, 2]
     for run in report["runs"]:
         assert RUN_KEYS <= set(run), RUN_KEYS - set(run)
         assert (run["completed"], run["failed"], run["errors"]) == (4, 0, [])
         assert run["output_lens"] == [8] * 4 and run["total_output_tokens"] == 32  # ignore_eos held
         assert all(n > 16 for n in run["input_lens"])  # the prompt plus the chat template
+        assert (run["num_input_estimated"], run["num_input_unknown"]) == (0, 0)  # llmhost streams usage
         assert 0 < run["mean_ttft_ms"] <= run["mean_e2el_ms"] and run["p99_ttft_ms"] <= run["p99_e2el_ms"]
         assert run["mean_tpot_ms"] > 0 and run["mean_itl_ms"] > 0
         assert run["duration"] > 0 and run["request_throughput"] > 0 and run["output_throughput"] > 0
