@@ -123,6 +123,16 @@ async def measure(url: str, clients: int, new_tokens: int) -> tuple[float, list[
     return sum(counts) / elapsed, list(counts)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (Linux /proc), 0.0 where unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
     try:
         os.killpg(pid, sig)
@@ -159,12 +169,16 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             order = [("direct", direct), ("llmhost", url)]
             for phase, target in order if r % 2 == 0 else order[::-1]:
+                # llmhost's own CPU time per phase: on 2 shared cores it is taken from vLLM's share.
+                cpu_before = cpu_seconds(proc.pid)
                 tok_s, counts = asyncio.run(measure(target, args.clients, args.new_tokens))
+                llmhost_cpu = cpu_seconds(proc.pid) - cpu_before
                 results[phase].append(tok_s)
                 load = os.getloadavg()[0]  # a shared box: say how busy it was, the ratio is only as good
                 print(
                     f"  round {r + 1} {phase:8s} {tok_s:8.1f} tok/s  ({sum(counts)} tokens, "
-                    f"per request {sorted(set(counts))}, load average {load:.1f})"
+                    f"per request {sorted(set(counts))}, llmhost process {llmhost_cpu:.2f} CPU-s, "
+                    f"load average {load:.1f})"
                 )
     finally:
         proc.send_signal(signal.SIGTERM)
