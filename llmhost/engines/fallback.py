@@ -4,6 +4,7 @@ earlier one failed (reported at start-up and in `/api/v1/model/info`)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -60,7 +61,8 @@ class FallbackEngine:
             label = f"{cand.engine} with {cand.model or 'the embedded model'}"
             engine: Engine | None = None
             try:
-                engine = self._build(cand)
+                # Building may convert a model (GGUF → HF for vLLM, a minute or more): off the event loop.
+                engine = await asyncio.to_thread(self._build, cand)
                 attach = getattr(engine, "attach_listener", None)
                 if attach is not None and self._listener is not None:
                     attach(self._listener)

@@ -444,7 +444,7 @@ async def test_chain_serves_the_first_candidate_that_generates_and_reports_the_r
         await FallbackEngine([Candidate("vllm", "missing")], build).start()
 
 
-def test_gpu_engines_keep_their_own_concurrency_unless_told(model_path):
+def test_gpu_engines_keep_their_own_concurrency_unless_told(model_path, tmp_path, monkeypatch):
     from llmhost.config import Settings
     from llmhost.engines.upstream import supervised_engine
     from llmhost.models.source import ModelSource
@@ -457,5 +457,8 @@ def test_gpu_engines_keep_their_own_concurrency_unless_told(model_path):
     assert told.max_concurrency == 32 and "--max-num-seqs" in KINDS["vllm"].build(told.backends[0].spec, 1)
     gguf = ModelSource(model_path, "gguf", "smol")
     assert supervised_engine(Settings.load(gpu="none"), gguf, "smol", "llama-server").max_concurrency == 8
-    with pytest.raises(ModelLoadError, match="vllm engine reads hf"):
-        supervised_engine(Settings.load(gpu="none"), gguf, "smol", "vllm")
+    # A GGUF for vLLM is converted with the engine's interpreter; one that does not exist fails clearly.
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        monkeypatch.setenv("LLMHOST_CONVERTED_DIR", str(tmp_path))  # no cached conversion to reuse
+        no_python = Settings.load(gpu="none", engine_python="/nonexistent/python")
+        supervised_engine(no_python, gguf, "smol", "vllm")

@@ -68,11 +68,11 @@ def hf_model(cache_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, hf_model: Path) -> Iterator[RunningServer]:
+    # No --model: the embedded GGUF itself. llmhost hands vLLM the cached HF conversion (`hf_model` made
+    # it already, so this start reuses it) and keeps reading the tokenizer and template from the GGUF.
     tmp = tmp_path_factory.mktemp("vllm")
     srv = start_server(
         tmp,
-        "--model",
-        str(hf_model),
         "--served-model-name",
         NAME,
         "--engine",

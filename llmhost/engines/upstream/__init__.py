@@ -44,13 +44,13 @@ def attach_engine(settings: Any, source: ModelSource, name: str) -> UpstreamEngi
 
 def supervised_engine(settings: Any, source: ModelSource, name: str, kind_name: str) -> UpstreamEngine:
     """`--engine vllm|sglang|lmdeploy|llama-server`: launch `--replicas` children and serve through them."""
+    from llmhost.models.convert import engine_model_path
+
     kind = KINDS[kind_name]
-    if source.format not in kind.model_formats:
-        raise ModelLoadError(
-            f"the {kind_name} engine reads {' or '.join(kind.model_formats)} models; {source.path} is "
-            f"'{source.format}'"
-            + (" (converting GGUF for vLLM is not supported yet)" if kind_name == "vllm" else "")
-        )
+    python = settings.engine_python or sys.executable
+    # vLLM 0.32 reads no GGUF: it gets a cached HF conversion (made once, with its own interpreter).
+    # The tokenizer and chat template are still read from `source` itself.
+    model_path = engine_model_path(source, kind.model_formats, python)
     tp = settings.tensor_parallel_size
     # --max-num-seqs defaults to 8 for the in-process CPU engine; a GPU engine left to its own default
     # (vLLM's 256) runs far more at once, and llmhost admits as many. An explicit value goes to both.
@@ -61,9 +61,9 @@ def supervised_engine(settings: Any, source: ModelSource, name: str, kind_name: 
     dtype = getattr(settings, "dtype", None)
     base = LaunchSpec(
         kind=kind_name,
-        model_path=str(source.path),
+        model_path=str(model_path),
         served_name=name,
-        python=settings.engine_python or sys.executable,
+        python=python,
         tensor_parallel_size=tp,
         max_model_len=settings.max_model_len,
         gpu_memory_utilization=settings.gpu_memory_utilization,
