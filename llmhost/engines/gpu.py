@@ -6,6 +6,8 @@ GPUs in PCI bus order over the whole machine, while CUDA inside this process num
 that `CUDA_VISIBLE_DEVICES` lists, in the order it lists them (by index or by UUID). So every NVML
 device is mapped to its CUDA index here, and indices given with `--gpu 0,2` are CUDA indices, the
 numbers torch and `nvidia-smi`-aware tools inside this environment use (as vLLM and Xinference do).
+With CUDA_VISIBLE_DEVICES unset, CUDA's own order is assumed to be NVML's (PCI bus) order, which holds
+for identical GPUs or with CUDA_DEVICE_ORDER=PCI_BUS_ID; mixed GPU models need that variable set.
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ def load(path: Path, model_format: str, device: torch.device, dtype_name: str) -
 
     hf_logging.disable_progress_bar()  # tqdm bars would flood the server log with carriage returns
     dtype = resolve_dtype(dtype_name, device)
+    kwargs: dict[str, Any]
     if model_format == "gguf":
         # transformers dequantises every tensor of the GGUF to `dtype`; the tokenizer is rebuilt from
         # the GGUF's own vocabulary, so nothing is fetched from a hub.
@@ -66,6 +67,8 @@ def load(path: Path, model_format: str, device: torch.device, dtype_name: str) -
         size_bytes = sum(f.stat().st_size for f in path.glob("*") if f.suffix in (".safetensors", ".bin"))
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True, **kwargs)
+        if device.type == "cuda":  # straight onto the GPU, without a whole copy in host memory first
+            kwargs["device_map"] = {"": device}
         model = AutoModelForCausalLM.from_pretrained(where, local_files_only=True, dtype=dtype, **kwargs)
     except ImportError as exc:
         raise ModelLoadError(f"transformers could not load {path}: {exc}") from exc
