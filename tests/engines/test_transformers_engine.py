@@ -273,3 +273,28 @@ async def test_hf_folder_loads_and_generates_like_model_generate(hf_engine, tmp_
             assert tokens == expected, prompt
     finally:
         await eng.close()
+
+
+def test_device_choice_without_cuda(monkeypatch):
+    """This torch has no CUDA: --gpu auto falls back to the CPU even when NVML sees a GPU, an explicit
+    index is refused with a load error, and an index that is not visible names the problem."""
+    from llmhost.engines import gpu
+    from llmhost.engines.transformers.engine import TransformersEngine
+    from llmhost.errors import ModelLoadError
+
+    nvml = [gpu.GpuDevice(0, "GPU-aaaa", "H100", 80 * 2**30, 70 * 2**30)]
+    monkeypatch.setattr(gpu, "nvml_devices", lambda: nvml)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    def engine(spec: str) -> TransformersEngine:
+        return TransformersEngine("unused.gguf", model_format="gguf", model_name="x", gpu=spec)
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert engine("auto")._pick_device(torch) == torch.device("cpu")
+    assert engine("none")._pick_device(torch) == torch.device("cpu")
+    with pytest.raises(ModelLoadError, match="cannot use CUDA"):
+        engine("0")._pick_device(torch)
+    with pytest.raises(ModelLoadError, match="no visible GPU with index 1"):
+        engine("1")._pick_device(torch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert engine("auto")._pick_device(torch) == torch.device("cuda", 0)
