@@ -206,6 +206,11 @@ class Settings(BaseSettings):
     quantization: str | None = Field(
         None, description="Quantization method passed to a supervised engine (awq, gptq, fp8, ...)."
     )
+    plan_gpu_engines: bool = Field(
+        True,
+        description="Run `llmhost plan` on the chosen GPUs before launching vLLM/SGLang/LMDeploy: refuse a "
+        "model that cannot fit, or shorten an unset --max-model-len to what fits.",
+    )
     replicas: int = Field(
         1,
         ge=1,

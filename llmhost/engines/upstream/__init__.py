@@ -42,6 +42,9 @@ def attach_engine(settings: Any, source: ModelSource, name: str) -> UpstreamEngi
     )
 
 
+GPU_PLANNED_KINDS = ("vllm", "sglang", "lmdeploy")  # engines that size a KV cache from GPU memory
+
+
 def supervised_engine(settings: Any, source: ModelSource, name: str, kind_name: str) -> UpstreamEngine:
     """`--engine vllm|sglang|lmdeploy|llama-server`: launch `--replicas` children and serve through them."""
     from llmhost.models.convert import engine_model_path
@@ -57,6 +60,7 @@ def supervised_engine(settings: Any, source: ModelSource, name: str, kind_name: 
     explicit_seqs = "max_num_seqs" in settings.model_fields_set or kind_name == "llama-server"
     seqs_per_server = settings.max_num_seqs if explicit_seqs else GPU_ENGINE_MAX_NUM_SEQS
     gpu_sets = replica_gpu_sets(getattr(settings, "gpu", None), settings.replicas, tp)
+    max_model_len = _planned_max_model_len(settings, kind_name, model_path, gpu_sets[0], seqs_per_server)
     log_dir = Path(settings.engine_log_dir) if settings.engine_log_dir else default_log_dir()
     dtype = getattr(settings, "dtype", None)
     base = LaunchSpec(
@@ -65,7 +69,7 @@ def supervised_engine(settings: Any, source: ModelSource, name: str, kind_name: 
         served_name=name,
         python=python,
         tensor_parallel_size=tp,
-        max_model_len=settings.max_model_len,
+        max_model_len=max_model_len,
         gpu_memory_utilization=settings.gpu_memory_utilization,
         quantization=settings.quantization,
         dtype=str(dtype) if dtype else None,
@@ -95,10 +99,33 @@ def supervised_engine(settings: Any, source: ModelSource, name: str, kind_name: 
         upstream_model=name,
         prompt_as_tokens=kind.prompt_as_tokens,
         dialect=kind.dialect,
-        max_model_len=settings.max_model_len,
+        max_model_len=max_model_len,
         max_num_seqs=seqs_per_server * len(backends),
         device=" | ".join(pinned) if pinned else "cpu" if gpu_sets[0] is None else "auto",
     )
+
+
+def _planned_max_model_len(
+    settings: Any, kind_name: str, model_path: Path, gpus: Any, seqs_per_server: int
+) -> int | None:
+    """`--max-model-len` after `llmhost plan` on one replica's GPUs (llmhost/models/preflight.py): as
+    given, or shortened to what fits when it was not given; a model that cannot fit is refused here."""
+    if not gpus or kind_name not in GPU_PLANNED_KINDS or not getattr(settings, "plan_gpu_engines", True):
+        return settings.max_model_len
+    from llmhost.models.preflight import PreflightInput, architecture_of, preflight
+
+    arch = architecture_of(model_path)
+    if arch is None:
+        return settings.max_model_len
+    given = PreflightInput(
+        gpu_memory_bytes=tuple(g.device.total_bytes for g in gpus),
+        tensor_parallel_size=settings.tensor_parallel_size,
+        max_model_len=settings.max_model_len,
+        gpu_memory_utilization=settings.gpu_memory_utilization or 0.9,  # vLLM's default
+        quantization=settings.quantization,
+        max_num_seqs=seqs_per_server,
+    )
+    return preflight(arch, given) or settings.max_model_len
 
 
 def replica_gpu_sets(
