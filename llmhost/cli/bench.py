@@ -7,8 +7,16 @@ dataset file); 130 interrupted (Ctrl-C), after writing the report of what finish
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:  # the CLI imports these inside the command, so `llmhost --help` stays fast
+    from rich.console import Console
+
+    from llmhost.benchmarking.runner import BenchConfig
+    from llmhost.benchmarking.stats import RequestResult
+    from llmhost.benchmarking.workload import Prompt
 
 
 def bench_command(
@@ -76,6 +84,10 @@ def bench_command(
             timeout_s=timeout,
         )
         file_prompts = load_dataset_prompts(config)
+        for path in (out, plot):
+            # Found out now, not after an hour of measuring.
+            if path is not None and not path.resolve().parent.is_dir():
+                raise ValueError(f"cannot write {path}: {path.resolve().parent} is not a directory")
     except (ValueError, WorkloadError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
@@ -98,7 +110,9 @@ def bench_command(
         raise typer.Exit(1)
 
 
-async def _run_with_progress(config, file_prompts, console) -> dict:
+async def _run_with_progress(
+    config: BenchConfig, file_prompts: list[Prompt] | None, console: Console
+) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from llmhost.benchmarking.runner import run_benchmark
@@ -117,7 +131,7 @@ async def _run_with_progress(config, file_prompts, console) -> dict:
     def on_level(concurrency: int, num_prompts: int) -> None:
         task_ids.append(progress.add_task(f"concurrency {concurrency}", total=num_prompts, failed=0))
 
-    def on_result(result) -> None:
+    def on_result(result: RequestResult) -> None:
         task = progress.tasks[-1]
         progress.update(task_ids[-1], advance=1, failed=task.fields["failed"] + (not result.is_ok))
 

@@ -262,6 +262,8 @@ def test_a_bad_dataset_or_option_exits_2(tmp_path):
     assert r.returncode == 2 and "positive integers" in r.stderr
     r = llmhost_bench("--url", "http://127.0.0.1:9", "--endpoint", "embeddings")
     assert r.returncode == 2 and "unknown endpoint" in r.stderr
+    r = llmhost_bench("--url", "http://127.0.0.1:9", "--plot", str(tmp_path / "missing" / "p.png"))
+    assert r.returncode == 2 and "is not a directory" in r.stderr
 
 
 @pytest.mark.parametrize("model", [None, "m"])
