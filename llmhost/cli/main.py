@@ -125,16 +125,14 @@ def stop(
 def run_server(settings: Any) -> int:
     import uvicorn
 
-    from llmhost.engines.registry import create_engine
+    from llmhost.engines.registry import create_served_engine
     from llmhost.errors import ModelLoadError
-    from llmhost.models.source import resolve_model
     from llmhost.server.app import create_app
 
     log = logging.getLogger("llmhost")
     try:
-        source = resolve_model(settings.model)
-        names = settings.served_model_name or [source.default_name]
-        engine = create_engine(settings, source, names[0])
+        # --engine, --fallback-model and --engine-url decide what runs (llmhost/engines/registry.py).
+        engine, names = create_served_engine(settings)
     except ModelLoadError as exc:
         log.error("%s", exc)
         return 1
