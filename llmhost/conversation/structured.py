@@ -46,6 +46,7 @@ _UNSUPPORTED = frozenset(
 )
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 _MAX_DIGITS = 16  # as llama.cpp's own JSON grammar: longer integers are not generated
+_SPACE = r'| " " | "\n" [ \t]{0,20}'
 _CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 
 
@@ -178,6 +179,10 @@ def _converter_class() -> type:
             return super().visit(schema, name)
 
         def format_grammar(self) -> str:
+            # The port allows one space between tokens; models write pretty-printed JSON, and forcing
+            # them off it costs quality and a full-vocabulary mask on most structural tokens. Newlines
+            # and indentation are bounded (as in llama.cpp's JSON grammar) so they cannot run away.
+            self._rules["space"] = _SPACE
             # The port's string characters include raw control characters, which JSON forbids.
             for rule_name, body in self._rules.items():
                 if body == lg.PRIMITIVE_RULES["char"].content:
