@@ -144,6 +144,9 @@ class EngineInfo:
     chat_template: str | None
     bos_token: str
     eos_token: str
+    # Whether `SamplingParams.grammar` is enforced. Faces add grammars of their own (a forced tool call's
+    # arguments) only where it is; a `response_format` grammar is refused by an engine that cannot.
+    supports_grammar: bool = False
 
 
 @dataclass(frozen=True)

@@ -96,3 +96,14 @@ def test_context_overflow_is_a_400(client):
     with pytest.raises(openai.BadRequestError) as err:
         client.completions.create(model="smol", prompt="hello " * 2000, max_tokens=10)
     assert err.value.body["code"] == "context_length_exceeded"
+
+
+def test_structured_outputs_are_refused_not_ignored(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model="smol",
+            messages=[{"role": "user", "content": "Reply in JSON."}],
+            max_tokens=10,
+            response_format={"type": "json_object"},
+        )
+    assert err.value.body["param"] == "response_format"

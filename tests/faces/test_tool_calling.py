@@ -314,8 +314,27 @@ def test_sdk_named_tool_choice_returns_a_parsable_call(sdk):
     assert choice.message.tool_calls, choice.message.content
     call = choice.message.tool_calls[0]
     assert call.type == "function" and call.function.name == "get_weather"
-    assert isinstance(json.loads(call.function.arguments), dict)
+    # The llama.cpp engine enforces the function's schema on a forced call's arguments.
+    arguments = json.loads(call.function.arguments)
+    assert set(arguments) >= {"city"} and isinstance(arguments["city"], str)
     assert choice.finish_reason == "tool_calls"
+
+
+def test_sdk_required_tool_choice_calls_one_of_the_tools_with_valid_arguments(sdk):
+    r = sdk.chat.completions.create(
+        model="any",
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=TOOLS,
+        tool_choice="required",
+        temperature=0,
+        max_tokens=48,
+    )
+    [call] = r.choices[0].message.tool_calls
+    arguments = json.loads(call.function.arguments)
+    assert call.function.name in ("get_weather", "get_time") and isinstance(arguments, dict)
+    if call.function.name == "get_weather":
+        assert isinstance(arguments["city"], str)
+    assert r.choices[0].finish_reason == "tool_calls"
 
 
 def test_sdk_stream_named_tool_choice(sdk):

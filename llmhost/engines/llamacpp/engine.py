@@ -94,6 +94,7 @@ class LlamaCppEngine:
             chat_template=model.meta("tokenizer.chat_template"),
             bos_token=model.token_text(model.bos_token_id),
             eos_token=model.token_text(eos_id),
+            supports_grammar=True,
         )
         log.info(
             "loaded %s (%s) on cpu: max_model_len=%d, max_num_seqs=%d, threads=%d",

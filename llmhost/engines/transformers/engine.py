@@ -196,6 +196,12 @@ class TransformersEngine:
             raise InvalidRequest("the prompt is empty", param="prompt")
         if any(not 0 <= t < info.vocab_size for t in prompt):
             raise InvalidRequest("the prompt has token ids outside the vocabulary", param="prompt")
+        if params.grammar is not None:  # refused rather than silently answered unconstrained
+            raise InvalidRequest(
+                "structured outputs (response_format json_object/json_schema) need the llama.cpp engine "
+                "or a vLLM/SGLang/llama-server upstream; the transformers engine does not constrain output",
+                param="response_format",
+            )
         room = info.max_model_len - len(prompt)
         if room < 1 or (params.max_tokens is not None and params.max_tokens > room):
             asked = params.max_tokens or 1

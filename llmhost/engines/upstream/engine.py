@@ -168,6 +168,7 @@ class UpstreamEngine:
             chat_template=vocab.chat_template,
             bos_token=vocab.bos_token,
             eos_token=vocab.eos_token,
+            supports_grammar=self._dialect.grammar is not None,
         )
 
     async def close(self) -> None:

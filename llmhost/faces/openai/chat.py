@@ -53,7 +53,8 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep, request
             (
                 prompt_tokens,
                 tool_plan.sampling(
-                    body.sampling(max_tokens=body.requested_max_tokens, logprobs=logprobs, choice=i)
+                    body.sampling(max_tokens=body.requested_max_tokens, logprobs=logprobs, choice=i),
+                    supports_grammar=state.engine.info().supports_grammar,
                 ),
             )
             for i in range(body.n)

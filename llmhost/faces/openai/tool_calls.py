@@ -7,7 +7,9 @@ translation of parsed hermes calls (`conversation/toolcalls.py`) into message an
 * `required` / a named function: the start of a call is pre-filled at the start of the assistant turn
   (`<tool_call>\\n{"name": "`, or the whole head up to `"arguments": ` for a named function), so the
   model has to write a call. The pre-fill is part of the answer: it is put back in front of the
-  generated text before parsing. This needs no constrained decoding, so it works on every engine.
+  generated text before parsing. This needs no constrained decoding, so it works on every engine; on an
+  engine that enforces grammars the rest of the call is constrained too (`conversation/tool_grammar.py`):
+  a known function name and arguments that follow its `parameters` schema.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from llmhost.conversation.tool_grammar import forced_call_grammar
 from llmhost.conversation.tool_prompt import forced_call_prefix
 from llmhost.conversation.toolcalls import (
     TOOL_CALL_END,
@@ -78,6 +81,7 @@ class ToolPlan:
     prefill: str = ""  # pre-filled at the start of the assistant turn (and of the answer)
     # A named function or `parallel_tool_calls: false`: one call, so generation stops at its end.
     is_single_call: bool = False
+    forced_name: str | None = None  # the function a forced call's pre-fill already names
 
     @classmethod
     def from_request(
@@ -89,15 +93,19 @@ class ToolPlan:
         if tool_choice == "required":
             # With one tool there is one possible call: pre-fill its name too, which small models need.
             only = tools[0]["function"]["name"] if len(tools) == 1 else None
-            return cls(tools, forced_call_prefix(only), is_single_call=is_single)
+            return cls(tools, forced_call_prefix(only), is_single_call=is_single, forced_name=only)
         if isinstance(tool_choice, dict):
-            return cls(tools, forced_call_prefix(tool_choice["function"]["name"]), is_single_call=True)
+            name = tool_choice["function"]["name"]
+            return cls(tools, forced_call_prefix(name), is_single_call=True, forced_name=name)
         return cls(tools, is_single_call=is_single)
 
-    def sampling(self, params: SamplingParams) -> SamplingParams:
+    def sampling(self, params: SamplingParams, *, supports_grammar: bool = False) -> SamplingParams:
         """A single call (a named function, as OpenAI does, or `parallel_tool_calls: false`): stop at
         `</tool_call>` rather than let the model go on. The parser accepts a complete call without
-        its end tag."""
+        its end tag. A forced call on an engine that enforces grammars: the rest of the call follows
+        the functions' schemas (unless the request brought a grammar of its own, `response_format`)."""
+        if self.prefill and self.tools and supports_grammar and params.grammar is None:
+            params = replace(params, grammar=forced_call_grammar(self.tools, self.forced_name))
         if not self.is_single_call or TOOL_CALL_END in params.stop:
             return params
         return replace(params, stop=(*params.stop, TOOL_CALL_END))
