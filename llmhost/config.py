@@ -92,6 +92,11 @@ class Settings(BaseSettings):
         "add to or override the built-ins rag-zh, rag-en, simple-zh; requests pick one with "
         "`prompt_template`.",
     )
+    chat_template: str | None = Field(
+        None,
+        description="A Jinja chat template file used instead of the model's own (for a model that ships "
+        "none, or a fixed one); rendered in the same sandbox.",
+    )
     reasoning_parser: Literal["qwen3", "deepseek_r1"] | None = Field(
         None,
         description="Split `<think>…</think>` from answers: OpenAI chat gets `reasoning_content` (and "
@@ -258,6 +263,20 @@ class Settings(BaseSettings):
 
             try:
                 library_for(value)
+            except TemplateError as exc:
+                raise ValueError(exc.message) from exc
+        return value
+
+    @field_validator("chat_template")
+    @classmethod
+    def _read_chat_template(cls, value: str | None) -> str | None:
+        # Read and compiled now, so a missing file or a syntax error stops start-up, naming the file.
+        if value is not None:
+            from llmhost.conversation.template import ChatTemplate
+            from llmhost.errors import TemplateError
+
+            try:
+                ChatTemplate.from_file(value)
             except TemplateError as exc:
                 raise ValueError(exc.message) from exc
         return value

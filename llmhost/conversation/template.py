@@ -170,6 +170,20 @@ class ChatTemplate:
         )
 
     @classmethod
+    def from_file(cls, path: str | Path, *, bos_token: str = "", eos_token: str = "") -> ChatTemplate:
+        """`--chat-template FILE`: read and compiled at once, so a broken file fails at start-up."""
+        try:
+            source = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TemplateError(f"--chat-template {path}: {exc}") from None
+        template = cls(source, bos_token=bos_token, eos_token=eos_token)
+        try:
+            template._compiled  # noqa: B018 (compiles it)
+        except TemplateError as exc:
+            raise TemplateError(f"--chat-template {path}: {exc.__cause__ or exc.message}") from None
+        return template
+
+    @classmethod
     def for_engine(cls, source: str | None, *, bos_token: str, eos_token: str) -> ChatTemplate:
         if not source:
             log.warning("the model ships no chat template; using ChatML")

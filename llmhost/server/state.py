@@ -99,9 +99,14 @@ class ServerState:
             try:
                 await self.engine.start()
                 info = self.engine.info()
-                self.template = ChatTemplate.for_engine(
-                    info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token
-                )
+                if self.settings.chat_template:  # the operator's template wins over the model's
+                    self.template = ChatTemplate.from_file(
+                        self.settings.chat_template, bos_token=info.bos_token, eos_token=info.eos_token
+                    )
+                else:
+                    self.template = ChatTemplate.for_engine(
+                        info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token
+                    )
                 self.is_loaded = True
                 await self._check_generation()
                 log.info(
