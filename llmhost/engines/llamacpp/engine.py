@@ -9,12 +9,13 @@ import os
 from collections.abc import AsyncIterator
 from collections.abc import Sequence as Seq
 
-from llmhost.errors import ContextLengthExceeded, InvalidRequest, ModelNotLoaded
+from llmhost.engines.threaded import DeltaBridge, check_prompt
+from llmhost.errors import ModelNotLoaded
 from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
 
 from .backend import ContextConfig, LlamaContext, LlamaModel
 from .sampler import check_grammar
-from .scheduler import Outputs, Scheduler, Sequence
+from .scheduler import Scheduler, Sequence
 
 log = logging.getLogger("llmhost.llamacpp")
 
@@ -49,18 +50,17 @@ class LlamaCppEngine:
         self._model: LlamaModel | None = None
         self._ctx: LlamaContext | None = None
         self._scheduler: Scheduler | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._queues: dict[Sequence, asyncio.Queue[Delta | Exception]] = {}
+        self._bridge = DeltaBridge()  # deltas from the engine thread to each consumer
         self._info: EngineInfo | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
         if self._scheduler is not None:
             return
-        self._loop = asyncio.get_running_loop()
+        self._bridge.bind(asyncio.get_running_loop())
         await asyncio.to_thread(self._load)
         assert self._model is not None and self._ctx is not None
-        self._scheduler = Scheduler(self._model, self._ctx, self._on_outputs)
+        self._scheduler = Scheduler(self._model, self._ctx, self._bridge.on_outputs)
         self._scheduler.start()
 
     def _load(self) -> None:
@@ -147,19 +147,7 @@ class LlamaCppEngine:
         info = self.info()
         if self._scheduler is None:
             raise ModelNotLoaded("the engine is not running")
-        prompt = list(prompt_tokens)
-        if not prompt:
-            raise InvalidRequest("the prompt is empty", param="prompt")
-        if any(not 0 <= t < info.vocab_size for t in prompt):
-            raise InvalidRequest("the prompt has token ids outside the vocabulary", param="prompt")
-        room = info.max_model_len - len(prompt)
-        if room < 1 or (params.max_tokens is not None and params.max_tokens > room):
-            asked = params.max_tokens or 1
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {info.max_model_len} tokens. However, you "
-                f"requested {len(prompt) + asked} tokens ({len(prompt)} in the prompt, {asked} for the "
-                f"completion). Please reduce the prompt or the completion length."
-            )
+        prompt, room = check_prompt(prompt_tokens, params, info)
         if params.grammar is not None:
             check_grammar(self._require_model(), params.grammar)  # a bad grammar fails before queueing
         seq = Sequence(
@@ -168,47 +156,7 @@ class LlamaCppEngine:
             params=params,
             max_tokens=params.max_tokens or room,
         )
-        return self._stream(seq)
-
-    async def _stream(self, seq: Sequence) -> AsyncIterator[Delta]:
-        scheduler = self._scheduler
-        if scheduler is None:
-            raise ModelNotLoaded("the engine is not running")
-        queue: asyncio.Queue[Delta | Exception] = asyncio.Queue()
-        self._queues[seq] = queue
-        is_finished = False
-        scheduler.submit(seq)
-        try:
-            while not is_finished:
-                item = await queue.get()
-                if isinstance(item, Exception):
-                    is_finished = True
-                    raise item
-                # A slow reader gets what piled up as one delta: fewer events, same content.
-                while item.finish_reason is None and not queue.empty():
-                    nxt = queue.get_nowait()
-                    if isinstance(nxt, Exception):
-                        is_finished = True
-                        raise nxt
-                    item.extend(nxt)
-                is_finished = item.finish_reason is not None
-                yield item
-        finally:
-            self._queues.pop(seq, None)
-            if not is_finished:
-                scheduler.abort(seq)
-
-    # -- engine thread -> event loop ---------------------------------------------------------------
-    def _on_outputs(self, outputs: Outputs) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._deliver, outputs)
-
-    def _deliver(self, outputs: Outputs) -> None:
-        for seq, item in outputs:
-            queue = self._queues.get(seq)
-            if queue is not None:
-                queue.put_nowait(item)
+        return self._bridge.stream(seq, self._scheduler)
 
     def _require_model(self) -> LlamaModel:
         if self._model is None:

@@ -16,13 +16,13 @@ sequence admitted never runs out of KV cache), decode-first token budgeting, chu
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llmhost.engines.textstream import StopStringMatcher
+from llmhost.engines.threaded import Outputs, SchedulerThread
 from llmhost.errors import EngineError
 from llmhost.types import Delta, FinishReason, SamplingParams, TokenLogprob, Usage
 
@@ -59,51 +59,15 @@ class Sequence:
         return self.num_cached >= len(self.prompt)
 
 
-# (sequence, delta or error) pairs produced by one step, handed to the event loop together.
-Outputs = list[tuple[Sequence, Delta | Exception]]
-
-
-class Scheduler:
+class Scheduler(SchedulerThread):
     def __init__(self, model: LlamaModel, ctx: LlamaContext, on_outputs: Callable[[Outputs], None]):
+        super().__init__("llmhost-llamacpp")
         self._model = model
         self._ctx = ctx
         self._on_outputs = on_outputs
         self._eog = frozenset(model.eog_token_ids)
         self._free_slots = list(range(ctx.config.n_seq - 1, -1, -1))
-        self._waiting: deque[Sequence] = deque()  # appended by the event loop, popped here
-        self._waiting_lock = threading.Lock()
         self._running: list[Sequence] = []
-        self._wake = threading.Event()
-        self._is_stopping = False
-        self._thread = threading.Thread(target=self._run, name="llmhost-llamacpp", daemon=True)
-        self.num_steps = 0
-        self.last_step_num_seqs = 0
-
-    # -- called from other threads -------------------------------------------------------------
-    def start(self) -> None:
-        self._thread.start()
-
-    def submit(self, seq: Sequence) -> None:
-        with self._waiting_lock:
-            self._waiting.append(seq)
-        self._wake.set()
-
-    def abort(self, seq: Sequence) -> None:
-        seq.is_aborted = True
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._is_stopping = True
-        self._wake.set()
-        self._thread.join(timeout=30)
-
-    @property
-    def num_running(self) -> int:
-        return len(self._running)
-
-    @property
-    def num_waiting(self) -> int:
-        return len(self._waiting)
 
     @property
     def num_slots(self) -> int:

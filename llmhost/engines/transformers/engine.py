@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmhost.engines.gpu import choose_gpus
-from llmhost.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError, ModelNotLoaded
+from llmhost.engines.threaded import DeltaBridge, check_prompt
+from llmhost.errors import InvalidRequest, ModelLoadError, ModelNotLoaded
 from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
 
 log = logging.getLogger("llmhost.transformers")
 
 if TYPE_CHECKING:  # torch and transformers load only when the engine starts
     from .loader import LoadedModel
-    from .scheduler import Outputs, Scheduler, Sequence
+    from .scheduler import Scheduler
 
 _request_counter = itertools.count()
 
@@ -57,8 +58,7 @@ class TransformersEngine:
         self._loaded: LoadedModel | None = None
         self._table: list[bytes] = []
         self._scheduler: Scheduler | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._queues: dict[Sequence, asyncio.Queue[Delta | Exception]] = {}
+        self._bridge = DeltaBridge()  # deltas from the engine thread to each consumer
         self._info: EngineInfo | None = None
         # A fast tokenizer is one Rust object: calls from several threads at once can fail ("Already
         # borrowed"), so every use goes through this lock.
@@ -68,7 +68,7 @@ class TransformersEngine:
     async def start(self) -> None:
         if self._scheduler is not None:
             return
-        self._loop = asyncio.get_running_loop()
+        self._bridge.bind(asyncio.get_running_loop())
         await asyncio.to_thread(self._load)
 
     def _load(self) -> None:
@@ -107,7 +107,7 @@ class TransformersEngine:
         self._scheduler = Scheduler(
             loaded,
             self._table,
-            self._on_outputs,
+            self._bridge.on_outputs,
             max_num_seqs=self._max_num_seqs,
             prefill_tokens=self._prefill_tokens,
         )
@@ -191,24 +191,12 @@ class TransformersEngine:
         info = self.info()
         if self._scheduler is None:
             raise ModelNotLoaded("the engine is not running")
-        prompt = list(prompt_tokens)
-        if not prompt:
-            raise InvalidRequest("the prompt is empty", param="prompt")
-        if any(not 0 <= t < info.vocab_size for t in prompt):
-            raise InvalidRequest("the prompt has token ids outside the vocabulary", param="prompt")
+        prompt, room = check_prompt(prompt_tokens, params, info)
         if params.grammar is not None:  # refused rather than silently answered unconstrained
             raise InvalidRequest(
                 "structured outputs (response_format json_object/json_schema) need the llama.cpp engine "
                 "or a vLLM/SGLang/llama-server upstream; the transformers engine does not constrain output",
                 param="response_format",
-            )
-        room = info.max_model_len - len(prompt)
-        if room < 1 or (params.max_tokens is not None and params.max_tokens > room):
-            asked = params.max_tokens or 1
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {info.max_model_len} tokens. However, you "
-                f"requested {len(prompt) + asked} tokens ({len(prompt)} in the prompt, {asked} for the "
-                f"completion). Please reduce the prompt or the completion length."
             )
         seq = Sequence(
             request_id=request_id or f"req-{next(_request_counter)}",
@@ -216,47 +204,7 @@ class TransformersEngine:
             params=params,
             max_tokens=params.max_tokens or room,
         )
-        return self._stream(seq)
-
-    async def _stream(self, seq: Sequence) -> AsyncIterator[Delta]:
-        scheduler = self._scheduler
-        if scheduler is None:
-            raise ModelNotLoaded("the engine is not running")
-        queue: asyncio.Queue[Delta | Exception] = asyncio.Queue()
-        self._queues[seq] = queue
-        is_finished = False
-        scheduler.submit(seq)
-        try:
-            while not is_finished:
-                item = await queue.get()
-                if isinstance(item, Exception):
-                    is_finished = True
-                    raise item
-                # A slow reader gets what piled up as one delta: fewer events, same content.
-                while item.finish_reason is None and not queue.empty():
-                    nxt = queue.get_nowait()
-                    if isinstance(nxt, Exception):
-                        is_finished = True
-                        raise nxt
-                    item.extend(nxt)
-                is_finished = item.finish_reason is not None
-                yield item
-        finally:
-            self._queues.pop(seq, None)
-            if not is_finished:
-                scheduler.abort(seq)
-
-    # -- engine thread -> event loop ---------------------------------------------------------------
-    def _on_outputs(self, outputs: Outputs) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._deliver, outputs)
-
-    def _deliver(self, outputs: Outputs) -> None:
-        for seq, item in outputs:
-            queue = self._queues.get(seq)
-            if queue is not None:
-                queue.put_nowait(item)
+        return self._bridge.stream(seq, self._scheduler)
 
     def _require_loaded(self) -> LoadedModel:
         if self._loaded is None:

@@ -13,7 +13,6 @@ Every step:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from llmhost.engines.textstream import StopStringMatcher
+from llmhost.engines.threaded import Outputs, SchedulerThread
 from llmhost.errors import EngineError
 from llmhost.types import Delta, FinishReason, SamplingParams, TokenLogprob, Usage
 
@@ -55,10 +55,7 @@ class Sequence:
         )
 
 
-Outputs = list[tuple[Sequence, Delta | Exception]]
-
-
-class Scheduler:
+class Scheduler(SchedulerThread):
     def __init__(
         self,
         loaded: LoadedModel,
@@ -68,6 +65,7 @@ class Scheduler:
         max_num_seqs: int,
         prefill_tokens: int,
     ) -> None:
+        super().__init__("llmhost-transformers")
         self._loaded = loaded
         self._table = table
         self._vocab_size = len(table)
@@ -77,39 +75,6 @@ class Scheduler:
         self._eog = loaded.eog_token_ids
         self._batch = PaddedBatch(loaded.model, loaded.pad_token_id, loaded.device)
         self._running: list[Sequence] = []  # row i of the batch is self._running[i]
-        self._waiting: deque[Sequence] = deque()
-        self._waiting_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._is_stopping = False
-        self._thread = threading.Thread(target=self._run, name="llmhost-transformers", daemon=True)
-        self.num_steps = 0
-        self.last_step_num_seqs = 0
-
-    # -- called from other threads -------------------------------------------------------------
-    def start(self) -> None:
-        self._thread.start()
-
-    def submit(self, seq: Sequence) -> None:
-        with self._waiting_lock:
-            self._waiting.append(seq)
-        self._wake.set()
-
-    def abort(self, seq: Sequence) -> None:
-        seq.is_aborted = True
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._is_stopping = True
-        self._wake.set()
-        self._thread.join(timeout=30)
-
-    @property
-    def num_running(self) -> int:
-        return len(self._running)
-
-    @property
-    def num_waiting(self) -> int:
-        return len(self._waiting)
 
     # -- the engine thread -----------------------------------------------------------------------
     def _run(self) -> None:

@@ -1,0 +1,148 @@
+"""What the in-process engines (llama.cpp, transformers) share: a scheduler that runs on its own thread,
+the bridge that carries its deltas to the event loop, and the checks every prompt passes before it is
+queued.
+
+The engine thread never touches asyncio objects: it hands each step's outputs to `DeltaBridge.on_outputs`,
+which schedules their delivery on the loop (`call_soon_threadsafe`); each sequence's consumer reads its
+own queue. Closing a consumer's iterator early marks the sequence aborted, and the scheduler frees it
+before its next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Hashable, Sequence
+from typing import Any, Protocol
+
+from llmhost.errors import ContextLengthExceeded, InvalidRequest, ModelNotLoaded
+from llmhost.types import Delta, EngineInfo, SamplingParams
+
+# (sequence, delta or error) pairs produced by one step, handed to the event loop together.
+Outputs = list[tuple[Any, Delta | Exception]]
+
+
+def check_prompt(
+    prompt_tokens: Sequence[int], params: SamplingParams, info: EngineInfo
+) -> tuple[list[int], int]:
+    """The prompt as a list and the room left after it, or the 4xx error a client must get before
+    anything is queued: an empty prompt, ids outside the vocabulary, or prompt + `max_tokens` over the
+    context (worded as OpenAI words it, which clients parse)."""
+    prompt = list(prompt_tokens)
+    if not prompt:
+        raise InvalidRequest("the prompt is empty", param="prompt")
+    if any(not 0 <= t < info.vocab_size for t in prompt):
+        raise InvalidRequest("the prompt has token ids outside the vocabulary", param="prompt")
+    room = info.max_model_len - len(prompt)
+    if room < 1 or (params.max_tokens is not None and params.max_tokens > room):
+        asked = params.max_tokens or 1
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {info.max_model_len} tokens. However, you "
+            f"requested {len(prompt) + asked} tokens ({len(prompt)} in the prompt, {asked} for the "
+            f"completion). Please reduce the prompt or the completion length."
+        )
+    return prompt, room
+
+
+class _Submits(Protocol):
+    def submit(self, seq: Any) -> None: ...
+
+    def abort(self, seq: Any) -> None: ...
+
+
+class DeltaBridge:
+    """Per-sequence queues from the engine thread to the event loop."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queues: dict[Hashable, asyncio.Queue[Delta | Exception]] = {}
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def on_outputs(self, outputs: Outputs) -> None:
+        """Called on the engine thread after each step."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._deliver, outputs)
+
+    def _deliver(self, outputs: Outputs) -> None:
+        for seq, item in outputs:
+            queue = self._queues.get(seq)
+            if queue is not None:
+                queue.put_nowait(item)
+
+    async def stream(self, seq: Hashable, scheduler: _Submits | None) -> AsyncIterator[Delta]:
+        """Submit `seq` and yield its deltas until it finishes; leaving early aborts it."""
+        if scheduler is None:
+            raise ModelNotLoaded("the engine is not running")
+        queue: asyncio.Queue[Delta | Exception] = asyncio.Queue()
+        self._queues[seq] = queue
+        is_finished = False
+        scheduler.submit(seq)
+        try:
+            while not is_finished:
+                item = await queue.get()
+                if isinstance(item, Exception):
+                    is_finished = True
+                    raise item
+                # A slow reader gets what piled up as one delta: fewer events, same content.
+                while item.finish_reason is None and not queue.empty():
+                    nxt = queue.get_nowait()
+                    if isinstance(nxt, Exception):
+                        is_finished = True
+                        raise nxt
+                    item.extend(nxt)
+                is_finished = item.finish_reason is not None
+                yield item
+        finally:
+            self._queues.pop(seq, None)
+            if not is_finished:
+                scheduler.abort(seq)
+
+
+class SchedulerThread:
+    """The waiting queue, the wake-up event and the thread of a scheduler; subclasses write `_run`,
+    which pops `_waiting` (under `_waiting_lock`), keeps `_running`, and skips sequences whose
+    `is_aborted` is set."""
+
+    def __init__(self, thread_name: str) -> None:
+        self._waiting: deque[Any] = deque()  # appended by the event loop, popped by the engine thread
+        self._waiting_lock = threading.Lock()
+        self._running: list[Any] = []
+        self._wake = threading.Event()
+        self._is_stopping = False
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+        self.num_steps = 0
+        self.last_step_num_seqs = 0
+
+    # -- called from other threads -------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, seq: Any) -> None:
+        with self._waiting_lock:
+            self._waiting.append(seq)
+        self._wake.set()
+
+    def abort(self, seq: Any) -> None:
+        seq.is_aborted = True
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._is_stopping = True
+        self._wake.set()
+        self._thread.join(timeout=30)
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    # -- the engine thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        raise NotImplementedError
