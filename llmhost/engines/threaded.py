@@ -11,13 +11,17 @@ before its next step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Hashable, Sequence
 from typing import Any, Protocol
 
-from llmhost.errors import ContextLengthExceeded, InvalidRequest, ModelNotLoaded
-from llmhost.types import Delta, EngineInfo, SamplingParams
+from llmhost.errors import ContextLengthExceeded, EngineError, InvalidRequest, ModelNotLoaded
+from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
+
+log = logging.getLogger("llmhost.engine")
 
 # (sequence, delta or error) pairs produced by one step, handed to the event loop together.
 Outputs = list[tuple[Any, Delta | Exception]]
@@ -107,6 +111,8 @@ class SchedulerThread:
     which pops `_waiting` (under `_waiting_lock`), keeps `_running`, and skips sequences whose
     `is_aborted` is set."""
 
+    _on_outputs: Any  # Callable[[Outputs], None], set by the subclass
+
     def __init__(self, thread_name: str) -> None:
         self._waiting: deque[Any] = deque()  # appended by the event loop, popped by the engine thread
         self._waiting_lock = threading.Lock()
@@ -145,4 +151,44 @@ class SchedulerThread:
 
     # -- the engine thread -----------------------------------------------------------------------
     def _run(self) -> None:
+        with self._thread_context():
+            while not self._is_stopping:
+                if not self._running and not self._waiting:
+                    self._wake.wait(timeout=1.0)
+                    self._wake.clear()
+                    continue
+                try:
+                    self._step()
+                except Exception as exc:  # never let one bad step kill the engine thread
+                    log.exception("decode step failed; failing the sequences in flight")
+                    self._fail_running(EngineError(f"generation failed: {exc}"))
+        self._fail_running(EngineError("the engine is shutting down"))
+        with self._waiting_lock:
+            left, self._waiting = list(self._waiting), deque()
+        if left:
+            self._on_outputs([(seq, EngineError("the engine is shutting down")) for seq in left])
+
+    def _thread_context(self) -> contextlib.AbstractContextManager[Any]:
+        """Entered on the engine thread around every step (e.g. torch's inference mode)."""
+        return contextlib.nullcontext()
+
+    def _step(self) -> None:
+        """One scheduling step: drop aborted sequences, admit waiting ones, decode, hand out deltas."""
         raise NotImplementedError
+
+    def _fail_running(self, error: Exception) -> None:
+        """End every running sequence with `error` and free what it held."""
+        raise NotImplementedError
+
+
+def engine_stats(scheduler: SchedulerThread | None, num_slots: int) -> EngineStats:
+    """The live counters `/metrics` reads, from a scheduler (zeros while none runs)."""
+    if scheduler is None:
+        return EngineStats(0, 0, 0.0, 0, 0)
+    return EngineStats(
+        num_running=scheduler.num_running,
+        num_waiting=scheduler.num_waiting,
+        kv_cache_usage=scheduler.num_running / num_slots,
+        num_steps=scheduler.num_steps,
+        last_step_num_seqs=scheduler.last_step_num_seqs,
+    )

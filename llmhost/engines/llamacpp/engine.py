@@ -9,7 +9,7 @@ import os
 from collections.abc import AsyncIterator
 from collections.abc import Sequence as Seq
 
-from llmhost.engines.threaded import DeltaBridge, check_prompt
+from llmhost.engines.threaded import DeltaBridge, check_prompt, engine_stats
 from llmhost.errors import ModelNotLoaded
 from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
 
@@ -125,15 +125,7 @@ class LlamaCppEngine:
 
     def stats(self) -> EngineStats:
         s = self._scheduler
-        if s is None:
-            return EngineStats(0, 0, 0.0, 0, 0)
-        return EngineStats(
-            num_running=s.num_running,
-            num_waiting=s.num_waiting,
-            kv_cache_usage=s.num_running / s.num_slots,
-            num_steps=s.num_steps,
-            last_step_num_seqs=s.last_step_num_seqs,
-        )
+        return engine_stats(s, s.num_slots if s is not None else 1)
 
     def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
         return self._require_model().tokenize(text, add_special=add_special)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmhost.engines.gpu import choose_gpus
-from llmhost.engines.threaded import DeltaBridge, check_prompt
+from llmhost.engines.threaded import DeltaBridge, check_prompt, engine_stats
 from llmhost.errors import InvalidRequest, ModelLoadError, ModelNotLoaded
 from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
 
@@ -161,16 +161,7 @@ class TransformersEngine:
         return self._info
 
     def stats(self) -> EngineStats:
-        s = self._scheduler
-        if s is None:
-            return EngineStats(0, 0, 0.0, 0, 0)
-        return EngineStats(
-            num_running=s.num_running,
-            num_waiting=s.num_waiting,
-            kv_cache_usage=s.num_running / self._max_num_seqs,
-            num_steps=s.num_steps,
-            last_step_num_seqs=s.last_step_num_seqs,
-        )
+        return engine_stats(self._scheduler, self._max_num_seqs)
 
     def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
         loaded = self._require_loaded()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
@@ -77,23 +76,8 @@ class Scheduler(SchedulerThread):
         self._running: list[Sequence] = []  # row i of the batch is self._running[i]
 
     # -- the engine thread -----------------------------------------------------------------------
-    def _run(self) -> None:
-        with torch.inference_mode():
-            while not self._is_stopping:
-                if not self._running and not self._waiting:
-                    self._wake.wait(timeout=1.0)
-                    self._wake.clear()
-                    continue
-                try:
-                    self._step()
-                except Exception as exc:  # never let one bad step kill the engine thread
-                    log.exception("decode step failed; failing the sequences in flight")
-                    self._fail_running(EngineError(f"generation failed: {exc}"))
-        self._fail_running(EngineError("the engine is shutting down"))
-        with self._waiting_lock:
-            left, self._waiting = list(self._waiting), deque()
-        if left:
-            self._on_outputs([(seq, EngineError("the engine is shutting down")) for seq in left])
+    def _thread_context(self) -> torch.inference_mode:
+        return torch.inference_mode()
 
     def _step(self) -> None:
         outputs: Outputs = []

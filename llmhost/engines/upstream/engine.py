@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from llmhost.engines.threaded import check_prompt
 from llmhost.errors import (
-    ContextLengthExceeded,
     EngineError,
     InvalidRequest,
     ModelNotLoaded,
@@ -224,19 +224,7 @@ class UpstreamEngine:
         self, prompt_tokens: Sequence[int], params: SamplingParams, request_id: str | None = None
     ) -> AsyncIterator[Delta]:
         info = self.info()
-        prompt = list(prompt_tokens)
-        if not prompt:
-            raise InvalidRequest("the prompt is empty", param="prompt")
-        if any(not 0 <= t < info.vocab_size for t in prompt):
-            raise InvalidRequest("the prompt has token ids outside the vocabulary", param="prompt")
-        room = info.max_model_len - len(prompt)
-        if room < 1 or (params.max_tokens is not None and params.max_tokens > room):
-            asked = params.max_tokens or 1
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {info.max_model_len} tokens. However, you "
-                f"requested {len(prompt) + asked} tokens ({len(prompt)} in the prompt, {asked} for the "
-                f"completion). Please reduce the prompt or the completion length."
-            )
+        prompt, room = check_prompt(prompt_tokens, params, info)  # 4xx here, before any request is sent
         backend = self._router.pick(request_id)
         if backend is None:
             reasons = "; ".join(b.down_reason or "down" for b in self._backends)
