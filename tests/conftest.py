@@ -56,8 +56,24 @@ def start_server(
 ) -> RunningServer:
     """Start `llmhost COMMAND --port P ARGS` (default `serve`) and wait until its /health is 200."""
     port = free_port()
-    log_path = tmp_dir / f"{command}-{port}.log"
     cmd = [sys.executable, "-m", "llmhost", command, "--port", str(port), *args]
+    return start_process(
+        cmd, port, tmp_dir / f"{command}-{port}.log", ready_path="/health", env=env, timeout_s=timeout_s
+    )
+
+
+def start_process(
+    cmd: list[str],
+    port: int,
+    log_path: Path,
+    *,
+    ready_path: str,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 120.0,
+) -> RunningServer:
+    """Start a server process (its own session, output to `log_path`, killed if the tests die) and
+    wait until `GET ready_path` on `port` answers 200; a process that exits or never gets ready fails
+    with its log."""
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             cmd,
@@ -68,18 +84,19 @@ def start_server(
             preexec_fn=_die_with_parent,
         )
     server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
+    name = Path(cmd[2] if cmd[1] == "-m" else cmd[0]).name
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{server.log()}")
         try:
-            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{server.url}{ready_path}", timeout=2).status_code == 200:
                 return server
         except httpx.TransportError:
             pass
         time.sleep(0.2)
     stop_server(server)
-    raise RuntimeError(f"server not healthy within {timeout_s}s:\n{server.log()}")
+    raise RuntimeError(f"{name} not ready within {timeout_s}s:\n{server.log()}")
 
 
 def stop_server(server: RunningServer) -> None:

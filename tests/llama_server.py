@@ -3,15 +3,12 @@ upstream-engine tests: llmhost attaches to it, and its own greedy answers are th
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import RunningServer, _die_with_parent, free_port, stop_server
+from tests.conftest import RunningServer, free_port, start_process
 
 N_CTX = 1024  # small, and one thread: two cores are shared by every test
 
@@ -22,28 +19,7 @@ def start_llama_server(tmp_dir: Path, model_path: Path, timeout_s: float = 120.0
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--n_ctx", str(N_CTX), "--n_threads", "1", "--n_threads_batch", "1"]
     cmd += ["--interrupt_requests", "false"]  # queue concurrent requests instead of cutting the running one
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            cmd,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ),
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-    server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited with {process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.url}/v1/models", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    stop_server(server)
-    raise RuntimeError(f"llama_cpp.server not up within {timeout_s}s:\n{server.log()}")
+    return start_process(cmd, port, log_path, ready_path="/v1/models", timeout_s=timeout_s)
 
 
 def greedy_reference(url: str, prompt_text: str, max_tokens: int) -> dict:

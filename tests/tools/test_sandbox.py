@@ -111,17 +111,28 @@ async def test_busy_queue_refuses_and_a_later_call_still_runs():
     assert (await sandbox.run("print('later')")).stdout == "later\n"
 
 
-async def test_concurrency_is_capped():
-    sandbox = Sandbox(MODE, Limits(timeout_s=5.0), max_concurrency=2)
-    peak = 0
+class PeakRunning:
+    """Samples `sandbox.num_running` every 10 ms while the block runs; `.peak` is the most seen."""
 
-    async def watch() -> None:
-        nonlocal peak
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox, self.peak = sandbox, 0
+
+    async def _watch(self) -> None:
         while True:
-            peak = max(peak, sandbox.num_running)
+            self.peak = max(self.peak, self.sandbox.num_running)
             await asyncio.sleep(0.01)
 
-    watcher = asyncio.create_task(watch())
-    results = await asyncio.gather(*(sandbox.run("import time\ntime.sleep(0.2)") for _ in range(6)))
-    watcher.cancel()
+    async def __aenter__(self) -> PeakRunning:
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._task.cancel()
+
+
+async def test_concurrency_is_capped():
+    sandbox = Sandbox(MODE, Limits(timeout_s=5.0), max_concurrency=2)
+    async with PeakRunning(sandbox) as running:
+        results = await asyncio.gather(*(sandbox.run("import time\ntime.sleep(0.2)") for _ in range(6)))
+    peak = running.peak
     assert all(r.exit_code == 0 for r in results) and peak == 2

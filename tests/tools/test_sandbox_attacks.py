@@ -14,7 +14,7 @@ import pytest
 
 from llmhost.tools.sandbox import Limits, Sandbox
 from llmhost.tools.seccomp import DENIED_SYSCALLS, build_filter
-from tests.tools.test_sandbox import MODE, needs_bwrap
+from tests.tools.test_sandbox import MODE, PeakRunning, needs_bwrap
 
 UID_BASE = 1_990_000
 IS_ROOT = os.geteuid() == 0
@@ -189,27 +189,18 @@ async def test_a_detached_background_process_does_not_outlive_the_call():
 async def test_sixteen_bombs_at_once_respect_the_cap_and_a_harmless_call_finishes():
     sandbox = make(max_concurrency=2, timeout_s=1.0)
     await sandbox.probe()
-    peak = 0
-
-    async def watch() -> None:
-        nonlocal peak
-        while True:
-            peak = max(peak, sandbox.num_running)
-            await asyncio.sleep(0.01)
-
-    watcher = asyncio.create_task(watch())
     bombs = [
         "while True:\n    pass",
         "chunks = []\nwhile True:\n    chunks.append(bytearray(64 << 20))",
         "import threading, time\nwhile True:\n    threading.Thread(target=time.sleep, args=(60,)).start()",
         "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
     ]
-    runs = [asyncio.create_task(sandbox.run(bombs[i % len(bombs)])) for i in range(16)]
-    harmless = await asyncio.wait_for(sandbox.run("print('still fine')"), timeout=120)
-    results = await asyncio.gather(*runs)
-    watcher.cancel()
+    async with PeakRunning(sandbox) as running:
+        runs = [asyncio.create_task(sandbox.run(bombs[i % len(bombs)])) for i in range(16)]
+        harmless = await asyncio.wait_for(sandbox.run("print('still fine')"), timeout=120)
+        results = await asyncio.gather(*runs)
     assert harmless.stdout == "still fine\n"
-    assert peak <= 2 and len(results) == 16
+    assert running.peak <= 2 and len(results) == 16
     assert sandbox.outcomes["timeout"] + sandbox.outcomes["error"] == 16
 
 
