@@ -59,7 +59,9 @@ class ReplayEngine:
     def detokenize(self, token_ids: Sequence[int]) -> str:
         return self.real.detokenize(token_ids)
 
-    def generate(self, prompt_tokens: Sequence[int], params: SamplingParams) -> AsyncIterator[Delta]:
+    def generate(
+        self, prompt_tokens: Sequence[int], params: SamplingParams, request_id: str | None = None
+    ) -> AsyncIterator[Delta]:
         text = self.turns[min(self._next, len(self.turns) - 1)]
         self._next += 1
         return self._replay(text, params)
