@@ -11,7 +11,7 @@ Isolation comes in layers, chosen once by `Sandbox.probe()`:
   process-group kill: only for operators who chose it explicitly.
 - `off`: no limits beyond the deadline, output cap and cleared environment (trusted code only).
 
-In every mode a small launcher (`_LAUNCHER`) sets rlimits inside the child — address space, CPU seconds
+In every mode a small launcher (`launch.py`) sets rlimits inside the child — address space, CPU seconds
 (soft < hard, so the program first gets SIGXCPU), file size, open files, processes, no core files — and
 then `exec`s the interpreter on the program; the parent enforces a wall-clock deadline by SIGKILLing the
 whole process group, caps the output (marked truncated) and gives the child no stdin.
@@ -40,14 +40,14 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 from llmhost.errors import SandboxBusy, SandboxUnavailable
-from llmhost.tools.seccomp import INSTALL_SNIPPET, build_filter
+from llmhost.tools.launch import ALLOWED_ENV, bwrap_argv, interpreter, launcher_argv, reachable_by_others
+from llmhost.tools.seccomp import build_filter
 
 log = logging.getLogger("llmhost.sandbox")
 
@@ -87,68 +87,6 @@ class ExecutionResult:
         if self.truncated:
             return "truncated"
         return "ok" if self.exit_code == 0 else "error"
-
-
-# Runs inside the child: set the limits, install the seccomp filter, drop to the slot's uid, then run the
-# program in this same interpreter (one interpreter start-up per run instead of two: the start-up is most
-# of a short run's time) as a fresh `__main__`, with the launcher's own frame cut from tracebacks so the
-# model sees what `python main.py` would print. argv: the program path, the limit values, the filter as
-# hex and the uid ("-": none). `-I` keeps the user's site-packages and PYTHON* variables out.
-_LAUNCHER = (
-    INSTALL_SNIPPET
-    + """\
-import os, resource, sys
-path, as_, cpu, fsize, nofile, nproc = sys.argv[1], *map(int, sys.argv[2:7])
-for what, soft, hard in ((resource.RLIMIT_AS, as_, as_), (resource.RLIMIT_CPU, cpu, cpu + 1),
-                         (resource.RLIMIT_FSIZE, fsize, fsize), (resource.RLIMIT_NOFILE, nofile, nofile),
-                         (resource.RLIMIT_NPROC, nproc, nproc), (resource.RLIMIT_CORE, 0, 0)):
-    if soft > 0:
-        resource.setrlimit(what, (soft, hard))
-if sys.argv[7] != "-":
-    install_seccomp(sys.argv[7])
-if sys.argv[8] != "-":
-    uid = int(sys.argv[8])
-    os.setgroups([])
-    os.setgid(uid)
-    os.setuid(uid)  # drops every capability bwrap left
-import traceback, types
-with open(path, "rb") as f:
-    source = f.read()
-try:
-    program = compile(source, path, "exec", dont_inherit=True)
-except (SyntaxError, ValueError) as error:
-    traceback.print_exception(type(error), error, None)  # as python prints a script that does not parse
-    sys.exit(1)
-main = types.ModuleType("__main__")
-main.__file__ = path
-sys.modules["__main__"] = main
-sys.argv[:] = [path]
-sys.path[0] = os.path.dirname(path)
-del as_, cpu, fsize, nofile, nproc, what, soft, hard, f, source
-try:
-    exec(program, main.__dict__)
-except SystemExit:
-    raise
-except BaseException as error:
-    traceback.print_exception(type(error), error, error.__traceback__.tb_next)
-    sys.exit(1)
-"""
-)
-
-_ALLOWED_ENV = {
-    "PATH": "/usr/local/bin:/usr/bin:/bin",
-    "HOME": "/work",
-    "LANG": "C.UTF-8",
-    "PYTHONIOENCODING": "utf-8",
-    "PYTHONDONTWRITEBYTECODE": "1",
-    "OMP_NUM_THREADS": "1",
-    "MPLBACKEND": "Agg",
-}
-
-
-def _interpreter() -> tuple[str, str]:
-    """The real interpreter binary (not a venv symlink) and the prefix it needs to start."""
-    return os.path.realpath(sys.executable), sys.base_prefix
 
 
 class Sandbox:
@@ -199,7 +137,7 @@ class Sandbox:
     async def _choose_mode(self) -> None:
         if self.requested_mode in ("rlimits", "off"):
             self.mode = self.requested_mode
-            if self._free_uids and (self.mode == "off" or not _reachable_by_others(_interpreter()[1])):
+            if self._free_uids and (self.mode == "off" or not reachable_by_others(interpreter()[1])):
                 log.warning("sandbox: programs run as root (the interpreter is not reachable by another uid)")
                 self._free_uids = []
             log.warning(
@@ -250,62 +188,16 @@ class Sandbox:
         return None
 
     def _bwrap_argv(self, code_dir: str) -> list[str]:
-        exe, prefix = _interpreter()
-        if self._is_root:  # privileged bwrap; the launcher drops to the slot's uid
-            argv = [
-                self._bwrap or "bwrap",
-                "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-                "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
-            ]  # fmt: skip
-        else:
-            argv = [
-                self._bwrap or "bwrap",
-                "--unshare-all", "--unshare-user", "--uid", "1000", "--gid", "1000", "--cap-drop", "ALL",
-            ]  # fmt: skip
-        argv += [
-            "--die-with-parent",
-            "--new-session",
-            "--clearenv",
-            "--ro-bind", "/usr", "/usr",
-            "--symlink", "usr/bin", "/bin",
-            "--symlink", "usr/lib", "/lib",
-        ]  # fmt: skip
-        if os.path.isdir("/usr/lib64"):
-            argv += ["--symlink", "usr/lib64", "/lib64"]
-        for path in (prefix, exe):
-            if path.startswith("/usr/") or (path == exe and exe.startswith(prefix + "/")):
-                continue
-            # Directories bwrap creates on the way would be 0700 for a program that dropped root.
-            parts = path.split("/")[1:-1]
-            for i in range(1, len(parts) + 1):
-                argv += ["--perms", "0755", "--dir", "/" + "/".join(parts[:i])]
-            argv += ["--ro-bind", path, path]
-        size = str(self.limits.tmpfs_bytes)
-        argv += [
-            "--proc", "/proc",
-            "--dev", "/dev",
-            "--perms", "1777", "--size", size, "--tmpfs", "/tmp",
-            "--perms", "1777", "--size", size, "--tmpfs", "/work",
-            "--ro-bind", code_dir, "/code",
-            "--chdir", "/work",
-            "--remount-ro", "/",
-        ]  # fmt: skip
-        for key, value in _ALLOWED_ENV.items():
-            argv += ["--setenv", key, value]
-        return argv
+        return bwrap_argv(self._bwrap or "bwrap", code_dir, self.limits.tmpfs_bytes, privileged=self._is_root)
 
     def _launcher_argv(self, program: str, uid: int | None, *, seccomp: bool | None = None) -> list[str]:
-        exe, _ = _interpreter()
         lim = self.limits
-        cpu = int(lim.timeout_s) + 1
-        if self.mode == "off":
-            values = [0, 0, 0, 0, 0]
-        else:
+        values = None
+        if self.mode != "off":
+            cpu = int(lim.timeout_s) + 1
             values = [lim.address_space_bytes, cpu, lim.file_size_bytes, lim.open_files, lim.processes]
         use_filter = self.seccomp if seccomp is None else seccomp
-        seccomp_arg = self._filter_hex if use_filter else "-"
-        uid_arg = "-" if uid is None else str(uid)
-        return [exe, "-I", "-c", _LAUNCHER, program, *map(str, values), seccomp_arg, uid_arg]
+        return launcher_argv(program, values, self._filter_hex if use_filter else None, uid)
 
     def admit(self, num_runs: int) -> None:
         """Refuse (`SandboxBusy`) `num_runs` executions at once unless they all fit in the free slots
@@ -361,7 +253,7 @@ class Sandbox:
                 if uid is not None:
                     os.chown(work, uid, uid)
                 argv = self._launcher_argv(program, uid)
-                cwd, env = work, {**_ALLOWED_ENV, "HOME": work}
+                cwd, env = work, {**ALLOWED_ENV, "HOME": work}
             started = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -441,16 +333,6 @@ async def _exited_by(proc: asyncio.subprocess.Process, deadline: float) -> bool:
         if left <= 0:
             return False
         await asyncio.sleep(min(0.005, left))
-    return True
-
-
-def _reachable_by_others(path: str) -> bool:
-    """Whether every directory down to `path` lets any uid pass (o+x)."""
-    parts = os.path.abspath(path).split(os.sep)
-    for i in range(2, len(parts) + 1):
-        with contextlib.suppress(OSError):
-            if not os.stat(os.sep.join(parts[:i])).st_mode & 0o001:
-                return False
     return True
 
 
