@@ -18,177 +18,47 @@ error, carrying the status and the server's message whatever the error shape of 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import httpx
 
-DEFAULT_BASE_URL = "http://127.0.0.1:8000"
-DEFAULT_TIMEOUT_S = 600.0  # a whole /predict batch is one request; a short default would cut it
+from llmhost.client.wire import (
+    DEFAULT_BASE_URL,
+    DEFAULT_TIMEOUT_S,
+    LlmhostClientError,
+    LlmhostConnectionError,
+    LlmhostHTTPError,
+    LlmhostStreamError,
+    LlmhostTimeoutError,
+    Message,
+    SSEDecoder,
+    _Base,
+    _chat_answer,
+    _chat_body,
+    _chunk,
+    _event,
+    _health,
+    _json,
+    _predict_answer,
+    _raise_for_status,
+    server_message,
+)
 
-
-class LlmhostClientError(Exception):
-    """Base of every error the clients raise."""
-
-
-class LlmhostConnectionError(LlmhostClientError):
-    """The server could not be reached (refused, reset, DNS, …)."""
-
-
-class LlmhostTimeoutError(LlmhostConnectionError):
-    """The server did not answer within the client's timeout."""
-
-
-class LlmhostHTTPError(LlmhostClientError):
-    """The server answered with an error status (or the simple API's `success: false`)."""
-
-    def __init__(self, status_code: int, message: str, body: Any = None) -> None:
-        super().__init__(f"HTTP {status_code}: {message}")
-        self.status_code = status_code
-        self.message = message
-        self.body = body
-
-
-class LlmhostStreamError(LlmhostClientError):
-    """A stream that had started (HTTP 200) ended with an error event."""
-
-    def __init__(self, message: str, body: Any = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.body = body
-
-
-Message = dict[str, Any]
-
-
-# -- wire helpers shared by both clients -----------------------------------------------------------
-def server_message(body: Any, fallback: str) -> str:
-    """The human-readable message in an error body, whichever face's shape it has."""
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        if isinstance(error, str) and error:
-            return error
-        detail = body.get("detail")
-        if isinstance(detail, str) and detail:
-            return detail
-        if isinstance(detail, list) and detail:  # FastAPI's validation list
-            return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
-        if body.get("message"):
-            return str(body["message"])
-    return fallback
-
-
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _raise_for_status(response: httpx.Response) -> None:
-    if response.status_code < 400:
-        return
-    body = _json_or_none(response)
-    fallback = response.text.strip() or response.reason_phrase
-    raise LlmhostHTTPError(response.status_code, server_message(body, fallback), body)
-
-
-def _json(response: httpx.Response) -> Any:
-    _raise_for_status(response)
-    body = _json_or_none(response)
-    if body is None:
-        raise LlmhostHTTPError(response.status_code, "the server's answer is not JSON", response.text)
-    return body
-
-
-def _chat_body(message: str, history: Iterable[Message] | None, opts: dict[str, Any]) -> dict[str, Any]:
-    return {"message": message, "history": list(history or ()), **opts}
-
-
-def _chat_answer(response: httpx.Response) -> str:
-    body = _json(response)
-    if body.get("success") is False:  # the original seed-002 server answered errors with a 200
-        raise LlmhostHTTPError(response.status_code, server_message(body, "the chat failed"), body)
-    return body["response"]
-
-
-def _predict_answer(prompt: str | list[str], response: httpx.Response) -> str | list[str]:
-    answer = _json(response)["response"]
-    if isinstance(prompt, list) and (not isinstance(answer, list) or len(answer) != len(prompt)):
-        count = len(answer) if isinstance(answer, list) else "not a list"
-        raise LlmhostHTTPError(response.status_code, f"sent {len(prompt)} prompts, got {count} answers")
-    return answer
-
-
-def _health(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code == 503:  # "not loaded (yet)" is an answer, not an error
-        body = _json_or_none(response)
-        if isinstance(body, dict):
-            return body
-    return _json(response)
-
-
-class SSEDecoder:
-    """Server-sent events to their `data` payloads (multi-line data joined; comments and pings skipped)."""
-
-    def __init__(self) -> None:
-        self._data: list[str] = []
-
-    def feed(self, line: str) -> str | None:
-        line = line.rstrip("\r")
-        if not line:
-            return self.flush()
-        if line.startswith(":"):
-            return None
-        field, _, value = line.partition(":")
-        if field == "data":
-            self._data.append(value[1:] if value.startswith(" ") else value)
-        return None
-
-    def flush(self) -> str | None:
-        if not self._data:
-            return None
-        data, self._data = "\n".join(self._data), []
-        return data
-
-
-def _event(data: str) -> dict[str, Any] | None:
-    """The decoded event, or None for the OpenAI stream's closing `[DONE]`."""
-    if data.strip() == "[DONE]":
-        return None
-    try:
-        return json.loads(data)
-    except ValueError as exc:
-        raise LlmhostStreamError(f"the server sent an event that is not JSON: {data[:200]!r}") from exc
-
-
-def _chunk(data: str) -> dict[str, Any] | None:
-    chunk = _event(data)
-    if chunk is not None and "error" in chunk and "choices" not in chunk:
-        raise LlmhostStreamError(server_message(chunk, "the stream failed"), chunk)
-    return chunk
-
-
-class _Base:
-    def __init__(
-        self,
-        base_url: str = DEFAULT_BASE_URL,
-        *,
-        timeout: float | None = DEFAULT_TIMEOUT_S,
-        api_key: str | None = None,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._timeout = httpx.Timeout(timeout, connect=min(timeout or 10.0, 10.0))
-
-    def _transport_error(self, exc: httpx.TransportError) -> LlmhostConnectionError:
-        if isinstance(exc, httpx.TimeoutException):
-            return LlmhostTimeoutError(f"llmhost at {self.base_url} did not answer in time ({exc!r})")
-        return LlmhostConnectionError(f"cannot reach llmhost at {self.base_url}: {exc}")
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_TIMEOUT_S",
+    "AsyncClient",
+    "Client",
+    "LlmhostClientError",
+    "LlmhostConnectionError",
+    "LlmhostHTTPError",
+    "LlmhostStreamError",
+    "LlmhostTimeoutError",
+    "SSEDecoder",
+    "server_message",
+]
 
 
 # -- blocking client -------------------------------------------------------------------------------
