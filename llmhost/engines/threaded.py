@@ -14,14 +14,70 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Hashable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from llmhost.engines.textstream import StopStringMatcher
 from llmhost.errors import ContextLengthExceeded, EngineError, InvalidRequest, ModelNotLoaded
-from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
+from llmhost.types import Delta, EngineInfo, EngineStats, FinishReason, SamplingParams, TokenLogprob, Usage
 
 log = logging.getLogger("llmhost.engine")
+
+
+@dataclass(eq=False)
+class GenerationState:
+    """What every in-process engine tracks for one request; each scheduler's `Sequence` adds its own
+    (KV slot, sampler, batch row)."""
+
+    request_id: str
+    prompt: list[int]
+    params: SamplingParams
+    max_tokens: int
+    next_token: int = -1  # sampled, not yet fed to the model
+    num_generated: int = 0
+    is_aborted: bool = False  # set from the event loop thread; read by the scheduler
+    matcher: StopStringMatcher = field(init=False)
+    arrival_s: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        params = self.params
+        self.matcher = StopStringMatcher(params.stop, include_stop=params.include_stop_str_in_output)
+
+
+def token_delta(
+    seq: GenerationState,
+    token: int,
+    piece: bytes,
+    eog: frozenset[int],
+    logprobs: list[TokenLogprob] | None,
+) -> Delta:
+    """The delta a sampled `token` (its text `piece`) makes for `seq`, and whether it ends it: an
+    end-of-generation or stop token (unless `ignore_eos`), a stop string (held back across tokens by
+    the matcher), or `max_tokens`. A finished delta carries the usage."""
+    seq.num_generated += 1
+    params = seq.params
+    delta = Delta(token_ids=[token], logprobs=logprobs)
+    if (token in eog and not params.ignore_eos) or token in params.stop_token_ids:
+        delta.text = seq.matcher.flush()
+        delta.finish_reason = FinishReason.STOP
+        delta.stop_reason = token if token in params.stop_token_ids else None
+    else:
+        delta.text = seq.matcher.push(piece)
+        if seq.matcher.stopped_by is not None:
+            delta.finish_reason = FinishReason.STOP
+            delta.stop_reason = seq.matcher.stopped_by
+        elif seq.num_generated >= seq.max_tokens:
+            delta.text += seq.matcher.flush()
+            delta.finish_reason = FinishReason.LENGTH
+    if delta.finish_reason is not None:
+        delta.usage = Usage(len(seq.prompt), seq.num_generated)
+    else:
+        seq.next_token = token
+    return delta
+
 
 # (sequence, delta or error) pairs produced by one step, handed to the event loop together.
 Outputs = list[tuple[Any, Delta | Exception]]

@@ -16,14 +16,12 @@ sequence admitted never runs out of KV cache), decode-first token budgeting, chu
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from llmhost.engines.textstream import StopStringMatcher
-from llmhost.engines.threaded import Outputs, SchedulerThread
+from llmhost.engines.threaded import GenerationState, Outputs, SchedulerThread, token_delta
 from llmhost.errors import EngineError
-from llmhost.types import Delta, FinishReason, SamplingParams, TokenLogprob, Usage
+from llmhost.types import Delta, TokenLogprob
 
 from .backend import LlamaContext, LlamaModel
 from .sampler import SequenceSampler, token_logprob
@@ -32,26 +30,12 @@ log = logging.getLogger("llmhost.llamacpp")
 
 
 @dataclass(eq=False)
-class Sequence:
-    """One generation request as the scheduler sees it."""
+class Sequence(GenerationState):
+    """One generation request as the llama.cpp scheduler sees it: its KV slot and sampler chain too."""
 
-    request_id: str
-    prompt: list[int]
-    params: SamplingParams
-    max_tokens: int
     slot: int = -1
     num_cached: int = 0  # tokens of this sequence already in its KV slot
-    next_token: int = -1  # sampled but not yet decoded
-    num_generated: int = 0
-    is_aborted: bool = False  # set from the event loop thread; read by the scheduler
     sampler: SequenceSampler | None = None
-    matcher: StopStringMatcher = field(init=False)
-    arrival_s: float = field(default_factory=time.monotonic)
-
-    def __post_init__(self) -> None:
-        self.matcher = StopStringMatcher(
-            self.params.stop, include_stop=self.params.include_stop_str_in_output
-        )
 
     @property
     def is_prefilled(self) -> bool:
@@ -113,29 +97,10 @@ class Scheduler(SchedulerThread):
     def _sample(self, seq: Sequence, index: int) -> Delta:
         assert seq.sampler is not None
         token = seq.sampler.sample(self._ctx, index)
-        seq.num_generated += 1
-        params = seq.params
         logprobs: list[TokenLogprob] | None = None
-        if params.logprobs is not None:
-            logprobs = [token_logprob(self._model, self._ctx.logits(index), token, params.logprobs)]
-        delta = Delta(token_ids=[token], logprobs=logprobs)
-        if (token in self._eog and not params.ignore_eos) or token in params.stop_token_ids:
-            delta.text = seq.matcher.flush()
-            delta.finish_reason = FinishReason.STOP
-            delta.stop_reason = token if token in params.stop_token_ids else None
-        else:
-            delta.text = seq.matcher.push(self._model.piece(token))
-            if seq.matcher.stopped_by is not None:
-                delta.finish_reason = FinishReason.STOP
-                delta.stop_reason = seq.matcher.stopped_by
-            elif seq.num_generated >= seq.max_tokens:
-                delta.text += seq.matcher.flush()
-                delta.finish_reason = FinishReason.LENGTH
-        if delta.finish_reason is not None:
-            delta.usage = Usage(len(seq.prompt), seq.num_generated)
-        else:
-            seq.next_token = token
-        return delta
+        if seq.params.logprobs is not None:
+            logprobs = [token_logprob(self._model, self._ctx.logits(index), token, seq.params.logprobs)]
+        return token_delta(seq, token, self._model.piece(token), self._eog, logprobs)
 
     def _admit(self) -> None:
         while self._free_slots and self._waiting:

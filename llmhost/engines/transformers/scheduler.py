@@ -13,17 +13,15 @@ Every step:
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from llmhost.engines.textstream import StopStringMatcher
-from llmhost.engines.threaded import Outputs, SchedulerThread
+from llmhost.engines.threaded import GenerationState, Outputs, SchedulerThread, token_delta
 from llmhost.errors import EngineError
-from llmhost.types import Delta, FinishReason, SamplingParams, TokenLogprob, Usage
+from llmhost.types import Delta, TokenLogprob
 
 from .batch import PaddedBatch
 from .loader import LoadedModel
@@ -33,25 +31,11 @@ log = logging.getLogger("llmhost.transformers")
 
 
 @dataclass(eq=False)
-class Sequence:
-    """One generation request as the scheduler sees it."""
+class Sequence(GenerationState):
+    """One generation request as the transformers scheduler sees it: its sampler too."""
 
-    request_id: str
-    prompt: list[int]
-    params: SamplingParams
-    max_tokens: int
-    next_token: int = -1  # sampled, not yet fed to the model
-    num_generated: int = 0
     is_finished: bool = False  # ended (or aborted); its row leaves the batch before the next step
-    is_aborted: bool = False  # set from the event loop thread; read by the scheduler
     sampler: SequenceSampler | None = None
-    matcher: StopStringMatcher = field(init=False)
-    arrival_s: float = field(default_factory=time.monotonic)
-
-    def __post_init__(self) -> None:
-        self.matcher = StopStringMatcher(
-            self.params.stop, include_stop=self.params.include_stop_str_in_output
-        )
 
 
 class Scheduler(SchedulerThread):
@@ -142,29 +126,12 @@ class Scheduler(SchedulerThread):
             outputs.append((seq, self._delta(seq, token, logits[row])))
 
     def _delta(self, seq: Sequence, token: int, logits: torch.Tensor) -> Delta:
-        seq.num_generated += 1
-        params = seq.params
         logprobs: list[TokenLogprob] | None = None
-        if params.logprobs is not None:
-            logprobs = [token_logprob(logits, token, params.logprobs, self._table)]
-        delta = Delta(token_ids=[token], logprobs=logprobs)
-        if (token in self._eog and not params.ignore_eos) or token in params.stop_token_ids:
-            delta.text = seq.matcher.flush()
-            delta.finish_reason = FinishReason.STOP
-            delta.stop_reason = token if token in params.stop_token_ids else None
-        else:
-            delta.text = seq.matcher.push(self._table[token])
-            if seq.matcher.stopped_by is not None:
-                delta.finish_reason = FinishReason.STOP
-                delta.stop_reason = seq.matcher.stopped_by
-            elif seq.num_generated >= seq.max_tokens:
-                delta.text += seq.matcher.flush()
-                delta.finish_reason = FinishReason.LENGTH
+        if seq.params.logprobs is not None:
+            logprobs = [token_logprob(logits, token, seq.params.logprobs, self._table)]
+        delta = token_delta(seq, token, self._table[token], self._eog, logprobs)
         if delta.finish_reason is not None:
-            delta.usage = Usage(len(seq.prompt), seq.num_generated)
             seq.is_finished = True
-        else:
-            seq.next_token = token
         return delta
 
     def _drop_aborted(self) -> None:
