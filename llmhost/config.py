@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     max_num_seqs: int = Field(8, ge=1, le=256, description="Sequences decoded together in one batch.")
     max_num_batched_tokens: int = Field(
         512, ge=16, le=16384, description="Most tokens in one decode step (prompt chunks + decodes)."
+    )
+    enable_prefix_caching: bool = Field(
+        True,
+        description="Reuse the KV cache of prompt prefixes computed before (a shared system prompt, "
+        "the previous turn of a conversation, n>1 choices); off: every prompt is computed in full.",
     )
     threads: int | None = Field(
         None, ge=1, description="CPU threads for the engine. Default: all cores this process may use."
@@ -280,6 +285,17 @@ class Settings(BaseSettings):
             except TemplateError as exc:
                 raise ValueError(exc.message) from exc
         return value
+
+    @model_validator(mode="after")
+    def _check_batch_holds_every_sequence(self) -> Settings:
+        # Every running sequence feeds one token per step; a step larger than the engine's batch would
+        # overflow what the llama.cpp context was created for (an abort that loses every request).
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(
+                f"--max-num-batched-tokens ({self.max_num_batched_tokens}) must be at least "
+                f"--max-num-seqs ({self.max_num_seqs}): each running sequence decodes one token per step"
+            )
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -95,6 +95,9 @@ class TokenLogprob:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    # Prompt tokens served from the engine's prefix cache instead of computed; None: the engine
+    # does not say (OpenAI's usage.prompt_tokens_details.cached_tokens).
+    cached_tokens: int | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -156,3 +159,5 @@ class EngineStats:
     kv_cache_usage: float  # 0..1
     num_steps: int  # decode steps done since start
     last_step_num_seqs: int  # sequences decoded in the most recent step
+    prefix_cache_queries: int = 0  # prompt tokens looked up in the prefix cache since start
+    prefix_cache_hits: int = 0  # of those, tokens found there (not computed)

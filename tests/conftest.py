@@ -116,7 +116,9 @@ def model_path() -> Path:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """One real llmhost server for the end-to-end tier."""
+    """One real llmhost server for the end-to-end tier, in its bit-reproducible mode: many tests compare
+    answers across requests (stream vs not, alone vs batched, same seed), which a prefix-cache hit can
+    change at a near-tie (tests/greedy.py). The default mode has `cached_server`."""
     srv = start_server(
         tmp_path_factory.mktemp("server"),
         "--max-model-len",
@@ -125,6 +127,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         "8",
         "--served-model-name",
         "smol,smol-alias",
+        "--no-enable-prefix-caching",
+    )
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture(scope="session")
+def cached_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A real llmhost server with its default settings (prefix caching on)."""
+    srv = start_server(
+        tmp_path_factory.mktemp("cached-server"),
+        "--max-model-len",
+        str(TEST_MAX_MODEL_LEN),
+        "--max-num-seqs",
+        "8",
+        "--served-model-name",
+        "smol",
     )
     yield srv
     stop_server(srv)

@@ -36,3 +36,18 @@ def test_bad_values_and_unknown_keys_are_rejected(tmp_path):
         Settings.load(cfg)
     with pytest.raises(FileNotFoundError):
         Settings.load(tmp_path / "missing.yaml")
+
+
+def test_a_batch_smaller_than_the_running_sequences_is_refused_naming_both_flags():
+    # 32 sequences decoding one token each cannot fit a 16-token step: this used to abort the server
+    # (GGML_ASSERT n_outputs_max) under 32 concurrent requests, losing every one of them.
+    with pytest.raises(ValidationError) as err:
+        Settings.load(max_num_seqs=32, max_num_batched_tokens=16)
+    assert "--max-num-batched-tokens (16)" in str(err.value) and "--max-num-seqs (32)" in str(err.value)
+    assert Settings.load(max_num_seqs=32, max_num_batched_tokens=32).max_num_batched_tokens == 32
+
+
+def test_prefix_caching_is_on_by_default_and_can_be_turned_off(monkeypatch):
+    assert Settings.load().enable_prefix_caching is True
+    monkeypatch.setenv("LLMHOST_ENABLE_PREFIX_CACHING", "false")
+    assert Settings.load().enable_prefix_caching is False

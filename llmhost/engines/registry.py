@@ -27,6 +27,7 @@ def _llamacpp(settings: Settings, source: ModelSource, name: str) -> Engine:
         threads=settings.threads,
         batch_tokens=settings.max_num_batched_tokens,
         flash_attn=settings.flash_attn,
+        prefix_caching=settings.enable_prefix_caching,
     )
 
 

@@ -38,6 +38,7 @@ class GenerationState:
     max_tokens: int
     next_token: int = -1  # sampled, not yet fed to the model
     num_generated: int = 0
+    num_cached_prompt: int = 0  # prompt tokens whose KV came from the prefix cache (not computed)
     is_aborted: bool = False  # set from the event loop thread; read by the scheduler
     matcher: StopStringMatcher = field(init=False)
     arrival_s: float = field(default_factory=time.monotonic)
@@ -73,7 +74,7 @@ def token_delta(
             delta.text += seq.matcher.flush()
             delta.finish_reason = FinishReason.LENGTH
     if delta.finish_reason is not None:
-        delta.usage = Usage(len(seq.prompt), seq.num_generated)
+        delta.usage = Usage(len(seq.prompt), seq.num_generated, cached_tokens=seq.num_cached_prompt)
     else:
         seq.next_token = token
     return delta
@@ -178,6 +179,9 @@ class SchedulerThread:
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
         self.num_steps = 0
         self.last_step_num_seqs = 0
+        # Prompt tokens looked up in the prefix cache, and those found there (vLLM's counters).
+        self.num_prefix_queries = 0
+        self.num_prefix_hits = 0
 
     # -- called from other threads -------------------------------------------------------------
     def start(self) -> None:
@@ -247,4 +251,6 @@ def engine_stats(scheduler: SchedulerThread | None, num_slots: int) -> EngineSta
         kv_cache_usage=scheduler.num_running / num_slots,
         num_steps=scheduler.num_steps,
         last_step_num_seqs=scheduler.last_step_num_seqs,
+        prefix_cache_queries=scheduler.num_prefix_queries,
+        prefix_cache_hits=scheduler.num_prefix_hits,
     )

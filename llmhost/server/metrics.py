@@ -46,9 +46,22 @@ class EngineCollector(Collector):
             gauge = GaugeMetricFamily(name, help_text, labels=["model_name"])
             gauge.add_metric(self._labels, value)
             yield gauge
-        steps = CounterMetricFamily("llmhost:decode_steps", "Batched decode steps.", labels=["model_name"])
-        steps.add_metric(self._labels, stats.num_steps)
-        yield steps
+        for name, help_text, count in (
+            ("llmhost:decode_steps", "Batched decode steps.", stats.num_steps),
+            (
+                "vllm:prefix_cache_queries",
+                "Prompt tokens looked up in the prefix cache.",
+                stats.prefix_cache_queries,
+            ),
+            (
+                "vllm:prefix_cache_hits",
+                "Prompt tokens found in the prefix cache (not computed).",
+                stats.prefix_cache_hits,
+            ),
+        ):
+            counter = CounterMetricFamily(name, help_text, labels=["model_name"])
+            counter.add_metric(self._labels, count)
+            yield counter
 
 
 class SandboxCollector(Collector):

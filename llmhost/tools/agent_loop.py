@@ -77,6 +77,9 @@ class LoopUsage(Usage):
     num_turns: int = 0  # tool turns that ran code
     num_generations: int = 0
     num_context_tokens: int = 0  # the final context: prompt + model + tool tokens
+    # Context tokens the engine computed over all turns; the rest of each turn's context came from its
+    # prefix cache (every turn re-sends the whole transcript). None: the engine does not say.
+    num_prefilled_tokens: int | None = None
     generation_s: float = 0.0
     tool_s: float = 0.0
     overhead_s: float = 0.0  # the loop's own time: tokenizing, truncating, bookkeeping
@@ -186,6 +189,8 @@ async def run_code_loop(
     clock = _Clock()
     num_model = num_tool = num_turns = num_generations = 0
     num_final = 0
+    num_prefilled: int | None = 0
+    first_cached: int | None = None
     has_tool_state = False  # finish is sent only to a backend that saw this trajectory
     finish, stop_reason = FinishReason.LENGTH, None
     try:
@@ -208,6 +213,14 @@ async def run_code_loop(
                     token_ids.extend(delta.token_ids)
                     if delta.finish_reason is not None:
                         finish, stop_reason = delta.finish_reason, delta.stop_reason
+                    if delta.usage is not None:
+                        cached = delta.usage.cached_tokens
+                        if num_generations == 0:
+                            first_cached = cached
+                        if cached is None or num_prefilled is None:
+                            num_prefilled = None
+                        else:
+                            num_prefilled += len(context) - cached
                     if delta.text or delta.logprobs:
                         yield Delta(text=delta.text, token_ids=list(delta.token_ids), logprobs=delta.logprobs)
             finally:  # a consumer that leaves mid-turn (client gone, timeout) frees the engine's sequence now
@@ -267,6 +280,8 @@ async def run_code_loop(
         usage=LoopUsage(
             prompt_tokens=len(prompt_tokens),
             completion_tokens=num_model,
+            cached_tokens=first_cached,
+            num_prefilled_tokens=num_prefilled if num_generations else None,
             num_tool_tokens=num_tool,
             num_turns=num_turns,
             num_generations=num_generations,

@@ -3,7 +3,8 @@
 SmolLM2-135M answers "write Python" with a fenced ```python block and then stops on its own, so
 `min_turns=1` is what makes the loop run its code: the transcript must then hold a fenced `output`
 observation with what the program printed. The loop is switched on per request (`extra_body`) on the
-shared server, which also shows the per-request override end to end."""
+server with default settings (prefix caching on, so each turn continues the last one's KV), which also
+shows the per-request override end to end."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ MESSAGES = [
 LOOP = {"code_tools": True, "min_turns": 1, "max_turns": 1}
 
 
-def test_min_turns_runs_the_models_code_and_feeds_the_output_back(server):
+def test_min_turns_runs_the_models_code_and_feeds_the_output_back(cached_server):
+    server = cached_server
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", timeout=600)
     r = client.chat.completions.create(
         model="smol", messages=MESSAGES, temperature=0, max_tokens=100, extra_body=LOOP
@@ -42,12 +44,16 @@ def test_min_turns_runs_the_models_code_and_feeds_the_output_back(server):
     usage = r.usage.model_extra or {}
     assert usage["tool_tokens"] > 0 and usage["num_turns"] == 1
     assert 0 < r.usage.completion_tokens <= 100  # max_tokens bounds the model's tokens over all turns
+    # The second turn continues the first one's KV: it computes the observation (and at most the
+    # token the first turn stopped on), not the transcript again.
+    assert usage["prefilled_tokens"] <= r.usage.prompt_tokens + usage["tool_tokens"] + 1
     assert not extra.get("error")
     metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
     assert 'llmhost:sandbox_executions_total{outcome="ok"}' in metrics
 
 
-def test_stream_sends_model_text_then_the_observation_as_its_own_delta(server):
+def test_stream_sends_model_text_then_the_observation_as_its_own_delta(cached_server):
+    server = cached_server
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", timeout=600)
     stream = client.chat.completions.create(
         model="smol",

@@ -65,6 +65,43 @@ def test_chat_stream_matches_non_stream_and_reports_usage(client):
     assert chunks[-1].usage.prompt_tokens == full.usage.prompt_tokens
 
 
+def _prefix_cache_counters(server) -> tuple[float, float]:
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    found = dict(
+        re.findall(r'^(vllm:prefix_cache_(?:queries|hits)_total)\{model_name="smol"\} (\S+)$', text, re.M)
+    )
+    return float(found["vllm:prefix_cache_queries_total"]), float(found["vllm:prefix_cache_hits_total"])
+
+
+def test_a_repeated_prompt_reports_its_cached_tokens_stream_and_not(cached_server):
+    server = cached_server
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    messages = [
+        {"role": "system", "content": "Ocelot desk. You answer in one short sentence, politely and exactly."},
+        {"role": "user", "content": "Which ocean is the largest?"},
+    ]
+    kwargs = dict(model="smol", messages=messages, max_tokens=4, temperature=0)
+    first = client.chat.completions.create(**kwargs)
+    num_prompt = first.usage.prompt_tokens
+    assert first.usage.prompt_tokens_details.cached_tokens < num_prompt - 1
+    queries, hits = _prefix_cache_counters(server)
+    second = client.chat.completions.create(**kwargs)
+    assert second.usage.prompt_tokens_details.cached_tokens == num_prompt - 1
+    assert _prefix_cache_counters(server) == (queries + num_prompt, hits + num_prompt - 1)
+    chunks = list(
+        client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
+    )
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens == num_prompt - 1
+    # n=3 choices of one prompt: computed once, the other two choices copy it (completions count prompt
+    # tokens per choice, so cached tokens are summed over the choices).
+    prompt = "Ocelot desk inventory: pencils, erasers, rulers, staplers, paper clips, folders, and"
+    queries, hits = _prefix_cache_counters(server)
+    completion = client.completions.create(model="smol", prompt=prompt, max_tokens=2, n=3, temperature=1)
+    num = completion.usage.prompt_tokens // 3
+    assert completion.usage.prompt_tokens_details.cached_tokens == 2 * (num - 1)
+    assert _prefix_cache_counters(server) == (queries + 3 * num, hits + 2 * (num - 1))
+
+
 def test_n_choices(client):
     r = client.chat.completions.create(
         model="smol", messages=QUESTION, max_tokens=12, n=2, temperature=1.0, seed=7

@@ -141,10 +141,16 @@ class ContextConfig:
     n_batch: int  # most tokens in one llama_decode call (prefill chunk budget)
     n_threads: int
     flash_attn: bool = False
+    # Called by ggml for every graph node (a ggml_backend_sched_eval_callback); tests count forward passes
+    # with it. None in serving: a callback per node costs time.
+    eval_callback: object | None = None
+    # One pool of KV cells for all sequences (prefix sharing) or one stream per sequence (bit-reproducible
+    # answers whatever else runs); see LlamaContext.
+    unified_kv: bool = True
 
 
 class LlamaContext:
-    """One llama.cpp context: a KV cache split into `n_seq` independent slots, and one batch buffer."""
+    """One llama.cpp context: a unified KV cache shared by `n_seq` sequence ids, and one batch buffer."""
 
     def __init__(self, model: LlamaModel, config: ContextConfig) -> None:
         self.model = model
@@ -156,8 +162,17 @@ class LlamaContext:
         params.n_seq_max = config.n_seq
         params.n_threads = config.n_threads
         params.n_threads_batch = config.n_threads
-        # Separate KV streams per sequence: attention of one sequence never scans another's cells.
-        params.kv_unified = False
+        # Unified: one pool of KV cells for every sequence (llama-server's -kvu). Any batch is one forward
+        # pass, and sequences share prefix cells (seq_cp within the pool is bookkeeping); flash attention
+        # skips the cells masked out for a sequence. But where a sequence's cells land in the pool changes
+        # the rounding of its attention, so a greedy answer can differ at a near-tie with what else runs.
+        # Per-sequence streams: every sequence's cells sit at the same places whatever else runs, so
+        # answers are bit-reproducible; llama.cpp then splits a batch into one pass per run of consecutive
+        # sequence ids (split_equal), which the scheduler keeps to one run by ordering the batch by slot.
+        params.kv_unified = config.unified_kv
+        if config.eval_callback is not None:
+            params.cb_eval = config.eval_callback
+            params.cb_eval_user_data = None
         params.flash_attn_type = (
             C.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attn else C.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
@@ -165,7 +180,9 @@ class LlamaContext:
         self.ptr = C.llama_init_from_model(model.ptr, params)
         if not self.ptr:
             raise ModelLoadError("llama.cpp could not create a context (out of memory?)")
-        self.n_ctx_per_seq = int(C.llama_n_ctx_seq(self.ptr))
+        # With a unified pool llama.cpp reports the whole pool as one sequence's room; a sequence may
+        # use max_model_len positions (the admission checks keep it there).
+        self.n_ctx_per_seq = min(config.n_ctx_per_seq, int(C.llama_n_ctx_seq(self.ptr)))
         self.memory = C.llama_get_memory(self.ptr)
         self.batch = Batch(config.n_batch)
 
@@ -173,8 +190,16 @@ class LlamaContext:
         """Run the model on the filled batch. 0 = ok; 1 = no KV room; negative = error."""
         return C.llama_decode(self.ptr, self.batch.raw)
 
-    def clear_seq(self, seq_id: int) -> None:
-        C.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
+    def clear_seq(self, seq_id: int, from_pos: int = 0) -> None:
+        """Drop the sequence's cells at positions >= from_pos (cells other sequences share stay)."""
+        C.llama_memory_seq_rm(self.memory, seq_id, from_pos, -1)
+
+    def copy_prefix(self, src_seq: int, dst_seq: int, num_tokens: int) -> None:
+        """Let `dst_seq` use `src_seq`'s cells at positions < num_tokens (no data is copied)."""
+        C.llama_memory_seq_cp(self.memory, src_seq, dst_seq, 0, num_tokens)
+
+    def clear_all(self) -> None:
+        C.llama_memory_clear(self.memory, True)
 
     def logits(self, batch_index: int) -> np.ndarray:
         ptr = C.llama_get_logits_ith(self.ptr, batch_index)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from collections.abc import Sequence as Seq
 
 from llmhost.engines.threaded import DeltaBridge, check_prompt, engine_stats
-from llmhost.errors import ModelNotLoaded
+from llmhost.errors import ModelLoadError, ModelNotLoaded
 from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
 
 from .backend import ContextConfig, LlamaContext, LlamaModel
@@ -20,6 +20,8 @@ from .scheduler import Scheduler, Sequence
 log = logging.getLogger("llmhost.llamacpp")
 
 _request_counter = itertools.count()
+# llama.cpp sizes a context with a uint32 count of KV cells and indexes it with int32.
+_MAX_CONTEXT_CELLS = 2**31 - 1
 
 
 def default_threads() -> int:
@@ -39,7 +41,11 @@ class LlamaCppEngine:
         threads: int | None = None,
         batch_tokens: int = 512,
         flash_attn: bool = True,
+        prefix_caching: bool = True,
+        eval_callback: object | None = None,
     ) -> None:
+        if batch_tokens < max_num_seqs:  # Settings refuses this too; the engine can be built without it
+            raise ValueError(f"batch_tokens ({batch_tokens}) must be at least max_num_seqs ({max_num_seqs})")
         self._model_path = model_path
         self._model_name = model_name
         self._requested_max_model_len = max_model_len
@@ -47,6 +53,8 @@ class LlamaCppEngine:
         self._threads = threads or default_threads()
         self._batch_tokens = batch_tokens
         self._flash_attn = flash_attn
+        self._prefix_caching = prefix_caching
+        self._eval_callback = eval_callback  # ggml's per-node callback; tests count forward passes with it
         self._model: LlamaModel | None = None
         self._ctx: LlamaContext | None = None
         self._scheduler: Scheduler | None = None
@@ -60,7 +68,9 @@ class LlamaCppEngine:
         self._bridge.bind(asyncio.get_running_loop())
         await asyncio.to_thread(self._load)
         assert self._model is not None and self._ctx is not None
-        self._scheduler = Scheduler(self._model, self._ctx, self._bridge.on_outputs)
+        self._scheduler = Scheduler(
+            self._model, self._ctx, self._bridge.on_outputs, reuse_prefixes=self._prefix_caching
+        )
         self._scheduler.start()
 
     def _load(self) -> None:
@@ -72,12 +82,19 @@ class LlamaCppEngine:
                 max_len,
                 model.n_ctx_train,
             )
+        if max_len * self._max_num_seqs > _MAX_CONTEXT_CELLS:
+            raise ModelLoadError(
+                f"--max-model-len ({max_len}) x --max-num-seqs ({self._max_num_seqs}) KV cells is more than "
+                f"llama.cpp takes ({_MAX_CONTEXT_CELLS}); lower one of them"
+            )
         config = ContextConfig(
             n_seq=self._max_num_seqs,
             n_ctx_per_seq=max_len,
             n_batch=self._batch_tokens,
             n_threads=self._threads,
             flash_attn=self._flash_attn,
+            eval_callback=self._eval_callback,
+            unified_kv=self._prefix_caching,  # sharing prefixes needs the pool; without it, reproducibility
         )
         ctx = LlamaContext(model, config)
         self._model, self._ctx = model, ctx

@@ -1,16 +1,21 @@
 """Continuous batching over one llama.cpp context, on a thread of its own.
 
 Every step:
-1. drop sequences whose client went away (their KV slot is free again at once);
-2. admit waiting sequences into free KV slots;
-3. fill one batch: the next token of every decoding sequence first (decode latency is what users
+1. drop sequences whose client went away (their slot is free again at once; its cells stay reusable);
+2. let sequences that waited for another's prompt prefix copy it, now that it is computed;
+3. admit waiting sequences into free slots, each starting from the longest prefix of its prompt already
+   in the KV cache (see kv_slots.py), or waiting for a sequence that is computing that prefix right now;
+4. fill one batch: the next token of every decoding sequence first (decode latency is what users
    feel), then prompt chunks of prefilling sequences with the budget that is left (chunked prefill);
-4. one `llama_decode` for the whole batch (it releases the GIL, so the event loop keeps serving);
-5. sample each sequence that got logits with its own sampler chain, detokenize, check stops;
-6. hand every delta of the step to the event loop in one call.
+5. one `llama_decode` for the whole batch: with the unified KV cache that is one forward pass however
+   the sequences arrived (it releases the GIL, so the event loop keeps serving);
+6. sample each sequence that got logits with its own sampler chain, detokenize, check stops;
+7. hand every delta of the step to the event loop in one call.
 
-The design follows llama.cpp's `server` slots and vLLM's scheduler: a fixed slot per sequence (so a
-sequence admitted never runs out of KV cache), decode-first token budgeting, chunked prefill.
+The design follows llama.cpp's `server` slots (a slot per sequence, prompt caching in idle slots) and
+vLLM's scheduler (decode-first token budget, chunked prefill, automatic prefix caching). A prompt shared
+by sequences that arrive together (n > 1 choices, a batch of /predict prompts, eight clients with one
+rubric) is computed once: the first one computes it, the others wait for it and copy its cells.
 """
 
 from __future__ import annotations
@@ -24,18 +29,31 @@ from llmhost.errors import EngineError
 from llmhost.types import Delta, TokenLogprob
 
 from .backend import LlamaContext, LlamaModel
+from .kv_slots import KvSlot, KvSlotTable, common_prefix_len
 from .sampler import SequenceSampler, token_logprob
 
 log = logging.getLogger("llmhost.llamacpp")
+
+# A new sequence waits for a prefilling sequence's prompt prefix only when that saves it at least this
+# many tokens of prefill; below that, computing them alongside is as fast as waiting.
+MIN_FOLLOW_GAIN = 16
 
 
 @dataclass(eq=False)
 class Sequence(GenerationState):
     """One generation request as the llama.cpp scheduler sees it: its KV slot and sampler chain too."""
 
-    slot: int = -1
-    num_cached: int = 0  # tokens of this sequence already in its KV slot
+    slot: KvSlot | None = None
     sampler: SequenceSampler | None = None
+    # A prefilling sequence whose prompt shares `follow_len` leading tokens with this one: this one
+    # computes nothing until that prefix is in the cache, then copies it.
+    leader: Sequence | None = None
+    follow_len: int = 0
+
+    @property
+    def num_cached(self) -> int:
+        """Tokens of this sequence (prompt, then fed outputs) whose KV is in its slot."""
+        return len(self.slot.tokens) if self.slot is not None else 0
 
     @property
     def is_prefilled(self) -> bool:
@@ -43,13 +61,20 @@ class Sequence(GenerationState):
 
 
 class Scheduler(SchedulerThread):
-    def __init__(self, model: LlamaModel, ctx: LlamaContext, on_outputs: Callable[[Outputs], None]):
+    def __init__(
+        self,
+        model: LlamaModel,
+        ctx: LlamaContext,
+        on_outputs: Callable[[Outputs], None],
+        *,
+        reuse_prefixes: bool = True,
+    ):
         super().__init__("llmhost-llamacpp")
         self._model = model
         self._ctx = ctx
         self._on_outputs = on_outputs
         self._eog = frozenset(model.eog_token_ids)
-        self._free_slots = list(range(ctx.config.n_seq - 1, -1, -1))
+        self._slots = KvSlotTable(ctx.config.n_seq, reuse_prefixes=reuse_prefixes)
         self._running: list[Sequence] = []
 
     @property
@@ -60,30 +85,41 @@ class Scheduler(SchedulerThread):
     def _step(self) -> None:
         outputs: Outputs = []
         self._drop_aborted()
+        self._start_followers()
         self._admit()
         if not self._running:
             return
         batch = self._ctx.batch
         batch.clear()
         sample_at: list[tuple[Sequence, int]] = []
+        num_in_batch = 0
+        if not self._ctx.config.unified_kv:
+            # Per-sequence streams: llama.cpp runs one forward pass per run of consecutive, increasing
+            # sequence ids, so the batch goes in slot order (and a new sequence takes the lowest free slot).
+            self._running.sort(key=lambda s: s.slot.index if s.slot is not None else -1)
         for seq in self._running:  # decode first: one token each
-            if seq.is_prefilled:
-                sample_at.append((seq, batch.add(seq.next_token, seq.num_cached, seq.slot, True)))
-                seq.num_cached += 1
+            if seq.is_prefilled and batch.room > 0:
+                assert seq.slot is not None
+                sample_at.append((seq, batch.add(seq.next_token, seq.num_cached, seq.slot.index, True)))
+                seq.slot.tokens.append(seq.next_token)
+                num_in_batch += 1
         for seq in self._running:  # then prompt chunks with what is left of the budget
-            if seq.is_prefilled or batch.room == 0:
+            if seq.is_prefilled or seq.leader is not None or batch.room == 0:
                 continue
-            end = min(len(seq.prompt), seq.num_cached + batch.room)
-            for pos in range(seq.num_cached, end):
-                index = batch.add(seq.prompt[pos], pos, seq.slot, pos == len(seq.prompt) - 1)
-            seq.num_cached = end
+            assert seq.slot is not None
+            num_in_batch += 1
+            start = seq.num_cached
+            end = min(len(seq.prompt), start + batch.room)
+            for pos in range(start, end):
+                index = batch.add(seq.prompt[pos], pos, seq.slot.index, pos == len(seq.prompt) - 1)
+            seq.slot.tokens.extend(seq.prompt[start:end])
             if seq.is_prefilled:
                 sample_at.append((seq, index))
         if batch.n_tokens == 0:
             return
         rc = self._ctx.decode()
         self.num_steps += 1
-        self.last_step_num_seqs = len(self._running)
+        self.last_step_num_seqs = num_in_batch
         if rc != 0:
             raise EngineError(f"llama_decode returned {rc}")
         for seq, index in sample_at:
@@ -102,16 +138,76 @@ class Scheduler(SchedulerThread):
             logprobs = [token_logprob(self._model, self._ctx.logits(index), token, seq.params.logprobs)]
         return token_delta(seq, token, self._model.piece(token), self._eog, logprobs)
 
+    # -- admission and prefix reuse --------------------------------------------------------------
     def _admit(self) -> None:
-        while self._free_slots and self._waiting:
+        while self._waiting and self._slots.num_free > 0:
             with self._waiting_lock:
                 seq = self._waiting.popleft()
             if seq.is_aborted:
                 continue
-            seq.slot = self._free_slots.pop()
+            source, match = self._slots.best_source(seq.prompt)
+            slot = self._slots.take(source, match)
+            assert slot is not None  # num_free > 0
+            seq.slot = slot
+            self._load_prefix(slot, source, match)
+            self.num_prefix_queries += len(seq.prompt)
+            leader, shared = self._prefilling_leader(seq.prompt)
+            if leader is not None and shared >= match + MIN_FOLLOW_GAIN:
+                seq.leader, seq.follow_len = leader, shared
+            else:
+                self._count_reuse(seq)
             seq.sampler = SequenceSampler(self._model, seq.params, seq.prompt, window=self._ctx.n_ctx_per_seq)
             self._running.append(seq)
 
+    def _prefilling_leader(self, prompt: list[int]) -> tuple[Sequence | None, int]:
+        """The running sequence still computing the longest prefix of `prompt` (none that follows
+        another itself), and how many tokens of it `prompt` can take."""
+        best, best_len = None, 0
+        if not self._slots.reuse_prefixes:
+            return None, 0
+        for seq in self._running:
+            if seq.leader is None and not seq.is_prefilled:
+                n = min(common_prefix_len(seq.prompt, prompt), len(prompt) - 1)
+                if n > best_len:
+                    best, best_len = seq, n
+        return best, best_len
+
+    def _start_followers(self) -> None:
+        """Followers whose leader has computed the shared prefix (or is gone) copy the best prefix the
+        cache now has and start prefilling from there."""
+        for seq in self._running:
+            leader = seq.leader
+            if leader is None:
+                continue
+            is_waiting = leader.slot is not None and not leader.is_aborted
+            if is_waiting and leader.num_cached < seq.follow_len:
+                continue
+            seq.leader = None
+            assert seq.slot is not None
+            source, match = self._slots.best_source(seq.prompt, exclude=seq.slot)
+            if match > seq.num_cached:
+                self._load_prefix(seq.slot, source, match)
+            self._count_reuse(seq)
+
+    def _load_prefix(self, slot: KvSlot, source: KvSlot | None, match: int) -> None:
+        """Make `slot` hold exactly the first `match` tokens of `source` (the prompt's cached prefix)."""
+        if source is slot:
+            self._ctx.clear_seq(slot.index, match)
+            del slot.tokens[match:]
+            return
+        if slot.tokens:
+            self._ctx.clear_seq(slot.index)
+        if source is None or match == 0:
+            slot.tokens = []
+            return
+        self._ctx.copy_prefix(source.index, slot.index, match)
+        slot.tokens = source.tokens[:match]
+
+    def _count_reuse(self, seq: Sequence) -> None:
+        seq.num_cached_prompt = seq.num_cached
+        self.num_prefix_hits += seq.num_cached
+
+    # -- leaving -----------------------------------------------------------------------------------
     def _drop_aborted(self) -> None:
         if any(s.is_aborted for s in self._running):
             for seq in [s for s in self._running if s.is_aborted]:
@@ -122,19 +218,26 @@ class Scheduler(SchedulerThread):
                 self._waiting.clear()
                 self._waiting.extend(kept)
 
-    def _release(self, seq: Sequence) -> None:
-        """Free the sequence's KV slot and sampler at once, so the next step can admit another."""
+    def _release(self, seq: Sequence, *, keep_cache: bool = True) -> None:
+        """Free the sequence's slot and sampler at once, so the next step can admit another. The slot's
+        cells stay for later prompts that start the same way (unless prefix reuse is off)."""
         self._running.remove(seq)
-        self._ctx.clear_seq(seq.slot)
-        self._free_slots.append(seq.slot)
-        seq.slot = -1
+        slot, seq.slot, seq.leader = seq.slot, None, None
+        if slot is not None:
+            if not (keep_cache and self._slots.reuse_prefixes):
+                self._ctx.clear_seq(slot.index)
+                slot.tokens = []
+            self._slots.release(slot)
         if seq.sampler is not None:
             seq.sampler.close()
             seq.sampler = None
 
     def _fail_running(self, error: Exception) -> None:
+        """A failed decode leaves the cache in an unknown state: fail what runs and forget every slot."""
         failed = list(self._running)
         for seq in failed:
-            self._release(seq)
+            self._release(seq, keep_cache=False)
+        self._ctx.clear_all()
+        self._slots.forget_all()
         if failed:
             self._on_outputs([(seq, error) for seq in failed])

@@ -18,10 +18,10 @@ from llmhost.errors import InvalidRequest
 from llmhost.server.deps import StateDep
 from llmhost.server.generation import collect, merge_streams
 from llmhost.server.sse import sse_response
-from llmhost.types import Delta
+from llmhost.types import Delta, Usage
 
 from . import code_loop
-from .encode import ChunkEncoder, finish_reason, usage
+from .encode import ChunkEncoder, cached_tokens, finish_reason, usage
 from .logprobs import chat_logprobs
 from .schemas import ChatCompletionRequest
 from .tool_calls import ToolPlan, ToolStream
@@ -107,7 +107,9 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep, request
             }
             for i, r in enumerate(results)
         ],
-        "usage": usage(len(prompt_tokens), num_completion),
+        "usage": usage(
+            len(prompt_tokens), num_completion, cached_tokens((r.usage for r in results), per_choice=False)
+        ),
     }
 
 
@@ -163,8 +165,11 @@ async def _stream_chunks(
             ]
         )
     num_completion = 0
+    usages: list[Usage | None] = []
     async for index, delta in merge_streams(streams):
         num_completion += len(delta.token_ids)
+        if delta.usage is not None:
+            usages.append(delta.usage)
         splitter = splitters[index] if splitters is not None else None
         is_last = delta.finish_reason is not None
         tools = tool_streams[index] if tool_streams is not None else None
@@ -187,4 +192,4 @@ async def _stream_chunks(
                 choice["stop_reason"] = delta.stop_reason
             yield chunk([choice])
     if include_usage:
-        yield chunk([], usage(num_prompt_tokens, num_completion))
+        yield chunk([], usage(num_prompt_tokens, num_completion, cached_tokens(usages, per_choice=False)))

@@ -34,7 +34,7 @@ from llmhost.tools.agent_loop import LoopConfig, LoopUsage, ObservationDelta, ru
 from llmhost.tools.backends import LocalTools, RemoteTools, ToolBackend
 from llmhost.types import Delta
 
-from .encode import ChunkEncoder, finish_reason
+from .encode import ChunkEncoder, cached_tokens, finish_reason, usage
 from .logprobs import chat_logprobs
 from .schemas import ChatCompletionRequest
 
@@ -180,14 +180,14 @@ def loop_usage(num_prompt: int, usages: list[LoopUsage | None]) -> dict[str, Any
     """OpenAI's usage (the model's tokens as completion tokens) plus the loop's extension fields."""
     done = [u for u in usages if u is not None]
     num_completion = sum(u.completion_tokens for u in done)
-    return {
-        "prompt_tokens": num_prompt,
-        "completion_tokens": num_completion,
-        "total_tokens": num_prompt + num_completion,
-        "tool_tokens": sum(u.num_tool_tokens for u in done),
-        "num_turns": sum(u.num_turns for u in done),
-        "loop_overhead_s": round(sum(u.overhead_s for u in done), 6),
-    }
+    out = usage(num_prompt, num_completion, cached_tokens(done, per_choice=False))
+    out["tool_tokens"] = sum(u.num_tool_tokens for u in done)
+    out["num_turns"] = sum(u.num_turns for u in done)
+    out["loop_overhead_s"] = round(sum(u.overhead_s for u in done), 6)
+    prefilled = [u.num_prefilled_tokens for u in done]
+    if done and None not in prefilled:  # context tokens computed over every turn of every choice
+        out["prefilled_tokens"] = sum(p for p in prefilled if p is not None)
+    return out
 
 
 async def _tap(stream: TrackedStream, results: list[dict]) -> AsyncIterator[Delta]:

@@ -13,9 +13,9 @@ from llmhost.errors import InvalidRequest
 from llmhost.server.deps import StateDep
 from llmhost.server.generation import collect, merge_streams
 from llmhost.server.sse import sse_response
-from llmhost.types import Delta
+from llmhost.types import Delta, Usage
 
-from .encode import ChunkEncoder, finish_reason, usage
+from .encode import ChunkEncoder, cached_tokens, finish_reason, usage
 from .logprobs import completion_logprobs
 from .schemas import CompletionRequest
 
@@ -100,7 +100,11 @@ async def completions(body: CompletionRequest, state: StateDep, request: Request
         "created": created,
         "model": model_name,
         "choices": choices,
-        "usage": usage(num_prompt, sum(len(r.token_ids) for r in results)),
+        "usage": usage(
+            num_prompt,
+            sum(len(r.token_ids) for r in results),
+            cached_tokens((r.usage for r in results), per_choice=True),
+        ),
     }
 
 
@@ -121,8 +125,11 @@ async def _stream_chunks(
                 [{"index": index, "text": echoes[index // body.n], "logprobs": None, "finish_reason": None}]
             )
     num_completion = 0
+    usages: list[Usage | None] = []
     async for index, delta in merge_streams(streams):
         num_completion += len(delta.token_ids)
+        if delta.usage is not None:
+            usages.append(delta.usage)
         if not delta.text and delta.finish_reason is None and delta.logprobs is None:
             continue
         yield chunk(
@@ -136,4 +143,4 @@ async def _stream_chunks(
             ]
         )
     if body.include_usage:
-        yield chunk([], usage(num_prompt, num_completion))
+        yield chunk([], usage(num_prompt, num_completion, cached_tokens(usages, per_choice=True)))

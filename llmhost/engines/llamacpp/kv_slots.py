@@ -1,0 +1,100 @@
+"""Which tokens each KV slot of the llama.cpp context holds, and where a new prompt's prefix already is.
+
+With prefix reuse on, the context's KV cache is unified: one pool of cells, each tagged with the sequence
+ids (here: slots) that use it. Copying a prefix from one slot to another (`llama_memory_seq_cp` inside one
+pool) only tags the cells with one more id, so a prefix shared by many sequences is stored and computed
+once. With it off, every slot is emptied when its sequence ends and a new sequence takes the lowest empty
+slot, which keeps the running slots consecutive (what one forward pass over per-sequence streams needs).
+
+A slot keeps its tokens after its request ends (an idle slot), so the next request that starts the same
+way (the same rubric or system prompt, the same conversation one turn later, the same transcript of an
+agent loop) copies those cells instead of computing them again. An idle slot is overwritten only when a
+new sequence needs its place: empty slots first, then the least recently used.
+
+Why the pool never runs out: there are `num_slots` sequence ids, each holds at most one cell per position
+below max_model_len, and the pool has `num_slots × max_model_len` cells; shared cells count once.
+
+Pure Python (no llama.cpp calls): the scheduler applies what this table decides to the context.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+_BLOCK = 64  # compare prompts a slice at a time: list slice equality runs in C
+
+
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens `a` and `b` share."""
+    n = min(len(a), len(b))
+    i = 0
+    while i + _BLOCK <= n and a[i : i + _BLOCK] == b[i : i + _BLOCK]:
+        i += _BLOCK
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+@dataclass(eq=False)
+class KvSlot:
+    index: int  # the sequence id in the llama.cpp context
+    tokens: list[int] = field(default_factory=list)  # tokens[p] is the token whose KV sits at position p
+    is_busy: bool = False  # a running sequence owns it
+    last_used: int = 0  # when it was last released (a tick of the table)
+
+
+class KvSlotTable:
+    def __init__(self, num_slots: int, *, reuse_prefixes: bool) -> None:
+        self.slots = [KvSlot(i) for i in range(num_slots)]
+        self.reuse_prefixes = reuse_prefixes
+        self._ticks = itertools.count(1)
+
+    @property
+    def num_free(self) -> int:
+        return sum(not s.is_busy for s in self.slots)
+
+    def best_source(self, prompt: Sequence[int], exclude: KvSlot | None = None) -> tuple[KvSlot | None, int]:
+        """The slot (busy or idle) whose tokens share the longest prefix with `prompt`, and that length.
+
+        The match stops one token short of the whole prompt: the last prompt token must be computed to
+        get the logits the first sampled token comes from (llama-server backs off the same way)."""
+        if not self.reuse_prefixes or len(prompt) < 2:
+            return None, 0
+        best, best_len = None, 0
+        limit = len(prompt) - 1
+        for slot in self.slots:
+            if slot is exclude or len(slot.tokens) <= best_len:
+                continue
+            n = min(common_prefix_len(slot.tokens, prompt), limit)
+            if n > best_len:
+                best, best_len = slot, n
+        return best, best_len
+
+    def take(self, source: KvSlot | None, match: int) -> KvSlot | None:
+        """Mark a free slot busy for a new sequence whose prompt matches `match` tokens of `source`;
+        None when every slot is busy.
+
+        An idle source whose whole content is a prefix of the prompt is taken itself (nothing is lost);
+        otherwise an empty slot, otherwise the least recently used idle one, so the retained prefixes
+        most likely to be asked for again survive (the source's cells are copied, not moved)."""
+        free = [s for s in self.slots if not s.is_busy]
+        if not free:
+            return None
+        if source is not None and not source.is_busy and match == len(source.tokens):
+            chosen = source
+        else:
+            empty = [s for s in free if not s.tokens]
+            chosen = empty[0] if empty else min(free, key=lambda s: s.last_used)
+        chosen.is_busy = True
+        return chosen
+
+    def release(self, slot: KvSlot) -> None:
+        slot.is_busy = False
+        slot.last_used = next(self._ticks)
+
+    def forget_all(self) -> None:
+        """After the context's memory was cleared: no slot holds anything."""
+        for slot in self.slots:
+            slot.tokens.clear()
