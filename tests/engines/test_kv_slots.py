@@ -54,3 +54,18 @@ def test_take_prefers_an_empty_slot_over_evicting_a_retained_prefix():
     table.slots[1].is_busy = True
     assert table.take(None, 0) is table.slots[2]
     assert table.slots[0].tokens == [1, 2, 3]
+
+
+def test_idle_cells_past_the_budget_are_evicted_least_recently_used_first_after_the_grace():
+    table = KvSlotTable(4, reuse_prefixes=True)
+    shared = list(range(100))
+    table.slots[0].tokens = shared + [1] * 50  # busy: a running sequence
+    table.slots[0].is_busy = True
+    for slot, tail in zip(table.slots[1:], (300, 200, 100), strict=True):
+        slot.tokens = shared + [2 + slot.index] * tail
+        table.release(slot)  # slot 1 is the least recently used
+    # Own cells: 300 + 200 + 100 (the 100 shared with the running sequence are not counted).
+    assert table.idle_to_evict(budget_tokens=600, grace_s=0.0) == []
+    assert table.idle_to_evict(budget_tokens=599, grace_s=0.0) == [table.slots[1]]
+    assert table.idle_to_evict(budget_tokens=150, grace_s=0.0) == [table.slots[1], table.slots[2]]
+    assert table.idle_to_evict(budget_tokens=0, grace_s=3600.0) == []  # nothing idle long enough yet

@@ -85,6 +85,7 @@ class Scheduler(SchedulerThread):
     def _step(self) -> None:
         outputs: Outputs = []
         self._drop_aborted()
+        self._evict_idle()
         self._start_followers()
         self._admit()
         if not self._running:
@@ -206,6 +207,13 @@ class Scheduler(SchedulerThread):
     def _count_reuse(self, seq: Sequence) -> None:
         seq.num_cached_prompt = seq.num_cached
         self.num_prefix_hits += seq.num_cached
+
+    def _evict_idle(self) -> None:
+        """Empty the idle slots past the idle-cell budget (kv_slots.py says why idle cells cost)."""
+        if self._slots.reuse_prefixes and self._running:  # idle cells cost only while something decodes
+            for slot in self._slots.idle_to_evict():
+                self._ctx.clear_seq(slot.index)
+                slot.tokens = []
 
     # -- leaving -----------------------------------------------------------------------------------
     def _drop_aborted(self) -> None:
