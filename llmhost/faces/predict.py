@@ -41,9 +41,11 @@ log = logging.getLogger("llmhost.predict")
 
 # Decoding defaults when the request leaves them out, as seed 003 tuned them for its evaluation.
 # Greedy: evaluation wants the model's single best answer, reproducible run to run, and a prompt answered
-# inside a batch then matches the same prompt answered alone. A mild repetition penalty (1.05): small
-# models at pure greedy fall into loops ("la femme au martyre, la femme au martyre, …" from SmolLM2 for
-# "What is the capital of France?"), which burn the whole token budget on text that scores nothing;
+# inside a batch then matches the same prompt answered alone (bit for bit with --no-enable-prefix-caching;
+# with the prefix cache a near-tie can go the other way: README, Reproducibility).
+# A mild repetition penalty (1.05): small models at pure greedy fall into loops ("la femme au martyre,
+# la femme au martyre, …" from SmolLM2 for "What is the capital of France?"), which burn the whole token
+# budget on text that scores nothing;
 # 1.05 breaks most loops without steering normal answers, and although it leaves the engine's argmax
 # fast path it cost no measurable speed (a 16-prompt, 128-token batch: 13.3 s with it, 13.8 s without,
 # on 2 CPU cores). Seed 003 also sent frequency_penalty 0.1; that one is left to the request.
