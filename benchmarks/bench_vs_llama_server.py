@@ -608,12 +608,23 @@ async def warm_up(server: Server) -> None:
         await stream(client, server.base + "/v1/completions", completion("Hello there,", 8))
 
 
+def rss_mib(pid: int) -> float | None:
+    """Resident memory of a process (VmRSS), MiB."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return round(kib / 1024, 1)
+
+
 def bench_contender(cfg: Config, contender: Contender) -> dict:
     results: dict = {}
     resent_before = RESENT[0]
     wait_for_quiet_cpus(cfg.quiet_wait)
     with running(contender) as server:
         asyncio.run(warm_up(server))
+        results["rss_idle_mib"] = rss_mib(server.pid)
         for name, workload in SERVER_WORKLOADS.items():
             if name not in cfg.only:
                 continue
@@ -628,6 +639,9 @@ def bench_contender(cfg: Config, contender: Contender) -> dict:
             )
             mark = f"  * other processes used {share:.0%} of the CPUs" if share and share > BUSY_WARN else ""
             print(f"  {name:<10} {time.monotonic() - start:5.1f}s  {shown}{mark}")
+        # Memory must not grow with traffic: the KV cache is allocated at start, and cached prefixes live
+        # in it (no host-RAM cache), so RSS after the mixed workloads should stay near RSS at idle.
+        results["rss_after_mib"] = rss_mib(server.pid)
     if resent := RESENT[0] - resent_before:
         print(f"  {resent} request(s) sent again: the server closed a kept-alive connection before answering")
         results["resent_requests"] = resent
@@ -703,6 +717,8 @@ ROWS = [
     ("multiturn_par_computed", "multiturn x4: computed prompt tok, sum", "count"),
     ("n4_s", "n=4: ~300-tok prompt x 32 tok, s", "low"),
     ("n4_computed", "n=4: computed prompt tokens", "count"),
+    ("rss_idle_mib", "server RSS after warm-up, MiB", "count"),
+    ("rss_after_mib", "server RSS after every workload, MiB", "count"),
 ]
 
 
@@ -731,7 +747,8 @@ def print_table(cfg: Config, results: dict[str, dict], raw: dict) -> dict:
     print(f"\n{'workload':<40} " + " ".join(f"{labels[k]:>14}" for k in keys) + f" {'llmhost/best':>13}")
     ratios = {}
     for key, label, better in ROWS:
-        if workload_of(key) not in cfg.only or not any(key in results[k] for k in keys):
+        is_chosen = workload_of(key) in cfg.only or key.startswith("rss_")
+        if not is_chosen or not any(key in results[k] for k in keys):
             continue
         values = [results[k].get(key) for k in keys]
         cells = []
