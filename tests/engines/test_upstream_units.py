@@ -23,9 +23,15 @@ from llmhost.engines.upstream.commands import (
 )
 from llmhost.engines.upstream.router import Router
 from llmhost.engines.upstream.supervisor import Supervisor, child_env
-from llmhost.engines.upstream.wire import DIALECTS, completion_body, finish_reason, parse_logprobs
+from llmhost.engines.upstream.wire import (
+    DIALECTS,
+    completion_body,
+    finish_reason,
+    parse_logprobs,
+    parse_usage,
+)
 from llmhost.errors import InvalidRequest, ModelLoadError
-from llmhost.types import FinishReason, SamplingParams
+from llmhost.types import FinishReason, SamplingParams, Usage
 
 FAKE_SERVER = Path(__file__).with_name("upstream_fake_server.py")
 
@@ -462,3 +468,13 @@ def test_gpu_engines_keep_their_own_concurrency_unless_told(model_path, tmp_path
         monkeypatch.setenv("LLMHOST_CONVERTED_DIR", str(tmp_path))  # no cached conversion to reuse
         no_python = Settings.load(gpu="none", engine_python="/nonexistent/python")
         supervised_engine(no_python, gguf, "smol", "vllm")
+
+
+def test_usage_takes_the_servers_completion_count_and_cache_hits_where_it_says_them():
+    vllm = {"prompt_tokens": 40, "completion_tokens": 7, "prompt_tokens_details": {"cached_tokens": 32}}
+    assert parse_usage(40, vllm, 6) == Usage(40, 7, cached_tokens=32)
+    assert parse_usage(40, {"completion_tokens": 7, "prompt_tokens_details": None}, 6) == Usage(40, 7)
+    assert parse_usage(40, None, 6) == Usage(40, 6)  # no usage on the chunk: what was counted here
+    # Nonsense from a server never becomes a negative or over-long count.
+    odd = {"completion_tokens": -1, "prompt_tokens_details": {"cached_tokens": 99}}
+    assert parse_usage(40, odd, 6) == Usage(40, 6, cached_tokens=40)

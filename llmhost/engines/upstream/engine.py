@@ -27,12 +27,12 @@ from llmhost.errors import (
     QueueFull,
 )
 from llmhost.models.source import ModelSource
-from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams, Usage
+from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
 
 from .backends import AttachedBackend, Backend
 from .router import Router
 from .tokenizer import LocalTokenizer, load_tokenizer
-from .wire import DIALECTS, completion_body, finish_reason, parse_logprobs
+from .wire import DIALECTS, completion_body, finish_reason, parse_logprobs, parse_usage
 
 log = logging.getLogger("llmhost.upstream")
 
@@ -260,16 +260,14 @@ class UpstreamEngine:
                         raise EngineError(f"{backend.label}: {_error_message(chunk)}")
                     usage = chunk.get("usage")
                     if final is not None:
-                        if isinstance(usage, dict) and "completion_tokens" in usage:
-                            final.usage = Usage(num_prompt, int(usage["completion_tokens"]))
+                        if isinstance(usage, dict):
+                            final.usage = parse_usage(num_prompt, usage, num_completion)
                         continue
                     for choice in chunk.get("choices") or []:
                         delta = self._delta(choice, params)
                         num_completion += len(delta.token_ids)
                         if delta.finish_reason is not None:
-                            delta.usage = Usage(num_prompt, num_completion)
-                            if isinstance(usage, dict) and "completion_tokens" in usage:
-                                delta.usage = Usage(num_prompt, int(usage["completion_tokens"]))
+                            delta.usage = parse_usage(num_prompt, usage, num_completion)
                             final = delta  # held until [DONE]: a usage chunk may still come
                         elif delta.text or delta.token_ids:
                             yield delta

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmhost.errors import InvalidRequest
-from llmhost.types import FinishReason, SamplingParams, TokenLogprob, TopLogprob
+from llmhost.types import FinishReason, SamplingParams, TokenLogprob, TopLogprob, Usage
 
 _FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "abort": FinishReason.ABORT}
 
@@ -95,6 +95,22 @@ def finish_reason(value: object) -> FinishReason | None:
     if value is None:
         return None
     return _FINISH.get(str(value), FinishReason.STOP)
+
+
+def parse_usage(num_prompt: int, raw: object, num_completion: int) -> Usage:
+    """The usage of a finished sequence: the server's completion count and prefix-cache hits where its
+    `usage` says them (vLLM with --enable-prompt-tokens-details, llama-server, SGLang), else what was
+    counted here. The prompt count stays llmhost's own (it tokenized the prompt)."""
+    if not isinstance(raw, dict):
+        return Usage(num_prompt, num_completion)
+    completion = raw.get("completion_tokens")
+    details = raw.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return Usage(
+        num_prompt,
+        completion if isinstance(completion, int) and completion >= 0 else num_completion,
+        cached_tokens=min(cached, num_prompt) if isinstance(cached, int) and cached >= 0 else None,
+    )
 
 
 def parse_logprobs(raw: object, want_top: int, token_id: Callable[[str], int]) -> list[TokenLogprob] | None:
