@@ -150,6 +150,25 @@ def cached_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
 
 
 @pytest.fixture(scope="session")
+async def reproducible_engine(model_path: Path) -> AsyncIterator:
+    """The real llama.cpp engine without prefix caching: per-sequence KV streams, so a sequence's numbers
+    never depend on what else runs or ran before (batched == solo bit for bit, seeded samples repeat)."""
+    from llmhost.engines.llamacpp.engine import LlamaCppEngine
+
+    eng = LlamaCppEngine(
+        str(model_path),
+        model_name="smol",
+        max_model_len=TEST_MAX_MODEL_LEN,
+        max_num_seqs=8,
+        threads=1,  # lives next to the default `engine`; they run one at a time
+        prefix_caching=False,
+    )
+    await eng.start()
+    yield eng
+    await eng.close()
+
+
+@pytest.fixture(scope="session")
 async def engine(model_path: Path) -> AsyncIterator:
     """The real llama.cpp engine, in-process (for engine and in-process app tests)."""
     from llmhost.engines.llamacpp.engine import LlamaCppEngine

@@ -33,35 +33,48 @@ class EngineCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         stats = self._stats()
-        for name, help_text, value in (
-            ("vllm:num_requests_running", "Sequences in the running batch.", stats.num_running),
-            ("vllm:num_requests_waiting", "Sequences waiting for a KV slot.", stats.num_waiting),
-            ("vllm:kv_cache_usage_perc", "Fraction of KV-cache slots in use.", stats.kv_cache_usage),
+        for family, name, help_text, value in (
             (
+                GaugeMetricFamily,
+                "vllm:num_requests_running",
+                "Sequences in the running batch.",
+                stats.num_running,
+            ),
+            (
+                GaugeMetricFamily,
+                "vllm:num_requests_waiting",
+                "Sequences waiting for a KV slot.",
+                stats.num_waiting,
+            ),
+            (
+                GaugeMetricFamily,
+                "vllm:kv_cache_usage_perc",
+                "Fraction of KV-cache slots in use.",
+                stats.kv_cache_usage,
+            ),
+            (
+                GaugeMetricFamily,
                 "llmhost:last_step_num_seqs",
                 "Sequences decoded in the most recent step.",
                 stats.last_step_num_seqs,
             ),
-        ):
-            gauge = GaugeMetricFamily(name, help_text, labels=["model_name"])
-            gauge.add_metric(self._labels, value)
-            yield gauge
-        for name, help_text, count in (
-            ("llmhost:decode_steps", "Batched decode steps.", stats.num_steps),
+            (CounterMetricFamily, "llmhost:decode_steps", "Batched decode steps.", stats.num_steps),
             (
+                CounterMetricFamily,
                 "vllm:prefix_cache_queries",
                 "Prompt tokens looked up in the prefix cache.",
                 stats.prefix_cache_queries,
             ),
             (
+                CounterMetricFamily,
                 "vllm:prefix_cache_hits",
                 "Prompt tokens found in the prefix cache (not computed).",
                 stats.prefix_cache_hits,
             ),
         ):
-            counter = CounterMetricFamily(name, help_text, labels=["model_name"])
-            counter.add_metric(self._labels, count)
-            yield counter
+            metric = family(name, help_text, labels=["model_name"])
+            metric.add_metric(self._labels, value)
+            yield metric
 
 
 class SandboxCollector(Collector):

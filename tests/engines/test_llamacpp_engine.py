@@ -83,24 +83,17 @@ async def test_stop_string_cuts_text_and_finishes(engine):
     assert text == base[: base.index(" 8")]
 
 
-async def test_same_seed_same_text_and_other_seed_differs(model_path):
+async def test_same_seed_same_text_and_other_seed_differs(reproducible_engine):
     """Bit-reproducible sampling is what --no-enable-prefix-caching gives: with the cache on, the second
     run reuses the first one's KV and rounds differently (tests/greedy.py), which a sample can follow."""
-    from llmhost.engines.llamacpp.engine import LlamaCppEngine
+    engine = reproducible_engine
 
     def params(seed: int) -> SamplingParams:
         return SamplingParams(max_tokens=32, temperature=0.8, seed=seed, ignore_eos=True)
 
-    engine = LlamaCppEngine(
-        str(model_path), model_name="smol", max_model_len=256, threads=1, prefix_caching=False
-    )
-    await engine.start()
-    try:
-        a, _, _ = await run(engine, "Once upon a time", params(1234))
-        b, _, _ = await run(engine, "Once upon a time", params(1234))
-        others = {(await run(engine, "Once upon a time", params(s)))[0] for s in (1, 2, 3)}
-    finally:
-        await engine.close()
+    a, _, _ = await run(engine, "Once upon a time", params(1234))
+    b, _, _ = await run(engine, "Once upon a time", params(1234))
+    others = {(await run(engine, "Once upon a time", params(s)))[0] for s in (1, 2, 3)}
     assert a == b
     assert len(others | {a}) > 1
 

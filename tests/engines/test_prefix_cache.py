@@ -83,11 +83,9 @@ async def cached(model_path):
     await eng.close()
 
 
-@pytest.fixture(scope="module")
-async def plain(model_path):
-    eng = await _engine(model_path, prefix_caching=False, max_num_seqs=8)
-    yield eng
-    await eng.close()
+@pytest.fixture
+def plain(reproducible_engine):
+    return reproducible_engine
 
 
 def hits(engine) -> int:

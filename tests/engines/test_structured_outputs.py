@@ -73,19 +73,12 @@ def assert_person(doc: object) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-async def engine(model_path):
-    """This module's engine runs without prefix caching: a sequence's numbers never depend on what else
-    runs or ran before, so batched and solo answers compare bit for bit (with the cache they may differ
-    at near-ties: tests/greedy.py) and a seeded sample is the same whatever test ran first."""
-    from llmhost.engines.llamacpp.engine import LlamaCppEngine
-
-    eng = LlamaCppEngine(
-        str(model_path), model_name="smol", max_model_len=1024, threads=1, prefix_caching=False
-    )
-    await eng.start()
-    yield eng
-    await eng.close()
+@pytest.fixture
+def engine(reproducible_engine):
+    """This module runs without prefix caching: batched and solo answers compare bit for bit (with the
+    cache they may differ at near-ties: tests/greedy.py) and a seeded sample is the same whatever test
+    ran first."""
+    return reproducible_engine
 
 
 async def test_json_object_output_parses_at_temperature(engine):

@@ -68,9 +68,7 @@ class LlamaCppEngine:
         self._bridge.bind(asyncio.get_running_loop())
         await asyncio.to_thread(self._load)
         assert self._model is not None and self._ctx is not None
-        self._scheduler = Scheduler(
-            self._model, self._ctx, self._bridge.on_outputs, reuse_prefixes=self._prefix_caching
-        )
+        self._scheduler = Scheduler(self._model, self._ctx, self._bridge.on_outputs)
         self._scheduler.start()
 
     def _load(self) -> None:

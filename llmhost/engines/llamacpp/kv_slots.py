@@ -120,6 +120,12 @@ class KvSlotTable:
         busy = [s for s in self.slots if s.is_busy and s.tokens]
         if budget_tokens is None:
             budget_tokens = max(MIN_IDLE_BUDGET_TOKENS, sum(len(b.tokens) for b in busy))
+        # This runs before every decode step: the prefix comparisons below only when they can matter.
+        now = time.monotonic()
+        if sum(len(s.tokens) for s in idle) <= budget_tokens or all(
+            now - s.released_at_s < grace_s for s in idle
+        ):
+            return []
         # Cells an idle slot shares with a running sequence are kept for that sequence anyway. Prefixes
         # shared between idle slots are counted for each (an over-estimate: evicts a little early).
         own = {
@@ -129,7 +135,6 @@ class KvSlotTable:
         total = sum(own.values())
         if total <= budget_tokens:
             return []
-        now = time.monotonic()
         chosen = []
         for slot in sorted(idle, key=lambda s: s.last_used):
             if total <= budget_tokens:

@@ -20,6 +20,7 @@ rubric) is computed once: the first one computes it, the others wait for it and 
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,21 +61,24 @@ class Sequence(GenerationState):
         return self.num_cached >= len(self.prompt)
 
 
+def _slot_index(seq: Sequence) -> int:
+    return seq.slot.index if seq.slot is not None else -1
+
+
 class Scheduler(SchedulerThread):
     def __init__(
         self,
         model: LlamaModel,
         ctx: LlamaContext,
         on_outputs: Callable[[Outputs], None],
-        *,
-        reuse_prefixes: bool = True,
     ):
         super().__init__("llmhost-llamacpp")
         self._model = model
         self._ctx = ctx
         self._on_outputs = on_outputs
         self._eog = frozenset(model.eog_token_ids)
-        self._slots = KvSlotTable(ctx.config.n_seq, reuse_prefixes=reuse_prefixes)
+        # Sharing prefix cells needs the unified pool; with per-sequence streams every slot starts empty.
+        self._slots = KvSlotTable(ctx.config.n_seq, reuse_prefixes=ctx.config.unified_kv)
         self._running: list[Sequence] = []
 
     @property
@@ -94,10 +98,6 @@ class Scheduler(SchedulerThread):
         batch.clear()
         sample_at: list[tuple[Sequence, int]] = []
         num_in_batch = 0
-        if not self._ctx.config.unified_kv:
-            # Per-sequence streams: llama.cpp runs one forward pass per run of consecutive, increasing
-            # sequence ids, so the batch goes in slot order (and a new sequence takes the lowest free slot).
-            self._running.sort(key=lambda s: s.slot.index if s.slot is not None else -1)
         for seq in self._running:  # decode first: one token each
             if seq.is_prefilled and batch.room > 0:
                 assert seq.slot is not None
@@ -158,7 +158,10 @@ class Scheduler(SchedulerThread):
             else:
                 self._count_reuse(seq)
             seq.sampler = SequenceSampler(self._model, seq.params, seq.prompt, window=self._ctx.n_ctx_per_seq)
-            self._running.append(seq)
+            # Running sequences stay in slot order: with per-sequence streams llama.cpp runs one forward
+            # pass per run of consecutive, increasing sequence ids (and a new sequence takes the lowest
+            # free slot); with the unified pool the order does not matter.
+            bisect.insort(self._running, seq, key=_slot_index)
 
     def _prefilling_leader(self, prompt: list[int]) -> tuple[Sequence | None, int]:
         """The running sequence still computing the longest prefix of `prompt` (none that follows
