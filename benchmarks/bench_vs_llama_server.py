@@ -77,12 +77,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_core import (  # noqa: E402  (a sibling script, not a package)
     BUSY_WARN,
     HOST,
+    PROMPTS,
     default_model_path,
     free_port,
     log_tail,
     machine_jiffies,
     others_cpu,
     parse_sse_data,
+    stop,
     wait_for_quiet_cpus,
     wait_ready,
 )
@@ -93,21 +95,9 @@ THREADS = 2
 SLOTS = 8
 CTX_PER_SLOT = 8192
 REQUEST_TIMEOUT_S = 600.0
-STOP_TIMEOUT_S = 30.0
 WORKLOADS = ("raw", "single", "staggered", "shared", "multiturn", "n4")
 CONTENDERS = ("llmhost", "llama-server", "llama-server-kvu")
 SEED = 1234
-
-PROMPTS = [
-    "Once upon a time in a small village,",
-    "The history of the Roman Empire begins",
-    "Here is a detailed recipe for baking bread at home:",
-    "The three most important ideas in physics are",
-    "Dear diary, today I walked through the forest and",
-    "In the year 2150, humanity finally reached Mars.",
-    "The best way to learn a new programming language is",
-    "A long time ago, on a distant island, there lived",
-]
 RULE_TOPICS = (  # 17 rules: with the header and an item, a prompt of ~705 SmolLM2 tokens
     "order numbers; shipping addresses; refund requests; damaged parcels; late deliveries; payment failures; "
     "gift cards; loyalty points; account deletion; password resets; warranty claims; invoices; "
@@ -287,17 +277,6 @@ class Server:
     base: str
     pid: int
     kind: str
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @contextmanager
