@@ -62,6 +62,14 @@ def start_server(
     )
 
 
+def wait_ready(server: RunningServer, timeout_s: float = 120) -> None:
+    """Until `/ready` answers 200: it follows `/health` by a one-token check, which a loaded box delays."""
+    deadline = time.monotonic() + timeout_s
+    while httpx.get(f"{server.url}/ready", timeout=5).status_code != 200:
+        assert time.monotonic() < deadline, "never ready"
+        time.sleep(0.1)
+
+
 def start_process(
     cmd: list[str],
     port: int,

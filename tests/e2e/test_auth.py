@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import start_server, stop_server
+from tests.conftest import start_server, stop_server, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -63,6 +63,7 @@ def test_protected_routes_need_a_key(locked_server, method, path):
 
 
 def test_probes_stay_open(locked_server):
+    wait_ready(locked_server)  # without a key: a probe that asked for one would never answer 200
     for path in ("/live", "/health", "/ready"):
         assert httpx.get(locked_server.url + path).status_code == 200
 

@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import RunningServer, start_server, stop_server
+from tests.conftest import RunningServer, start_server, stop_server, wait_ready
 from tests.llama_server import N_CTX, greedy_reference, render_chat, start_llama_server
 
 pytestmark = pytest.mark.e2e
@@ -138,13 +138,6 @@ def test_supervised_engine_is_restarted_after_kill_9(tmp_path):
         os.kill(_child_pids(srv)[-1], 0)
 
 
-def _wait_ready(server: RunningServer, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while httpx.get(f"{server.url}/ready", timeout=5).status_code != 200:
-        assert time.monotonic() < deadline, "never ready"
-        time.sleep(0.1)
-
-
 def _wait_running(srv: RunningServer, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -190,7 +183,7 @@ def test_two_replicas_share_concurrent_requests(tmp_path):
     )
     try:
         logs = [tmp_path / "llama-server-0.log", tmp_path / "llama-server-1.log"]
-        _wait_ready(srv)  # the readiness probe's one-token request is not one of the 8
+        wait_ready(srv)  # the readiness probe's one-token request is not one of the 8
         before = [_completions_served(p) for p in logs]
         aclient = openai.AsyncOpenAI(base_url=f"{srv.url}/v1", api_key="unused", max_retries=0, timeout=300)
 
