@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from llmhost.client.sse import NotAnEventStream, aiter_sse_data, iter_sse_data
 from llmhost.client.wire import (
     DEFAULT_BASE_URL,
     DEFAULT_TIMEOUT_S,
@@ -97,14 +98,10 @@ class Client(_Base):
                 if response.status_code >= 400:
                     response.read()
                     _raise_for_status(response)
-                decoder = SSEDecoder()
-                for line in response.iter_lines():
-                    data = decoder.feed(line)
-                    if data is not None:
-                        yield data
-                data = decoder.flush()
-                if data is not None:
-                    yield data
+                try:
+                    yield from iter_sse_data(response)
+                except NotAnEventStream as exc:
+                    raise LlmhostHTTPError(response.status_code, str(exc)) from None
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from exc
 
@@ -209,14 +206,11 @@ class AsyncClient(_Base):
                 if response.status_code >= 400:
                     await response.aread()
                     _raise_for_status(response)
-                decoder = SSEDecoder()
-                async for line in response.aiter_lines():
-                    data = decoder.feed(line)
-                    if data is not None:
+                try:
+                    async for data in aiter_sse_data(response):
                         yield data
-                data = decoder.flush()
-                if data is not None:
-                    yield data
+                except NotAnEventStream as exc:
+                    raise LlmhostHTTPError(response.status_code, str(exc)) from None
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from exc
 

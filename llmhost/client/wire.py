@@ -1,5 +1,6 @@
 """The wire side of llmhost's Python clients: errors, the server's error message whatever the face's
-error shape, answer parsing and SSE decoding (also used by `llmhost bench`)."""
+error shape, answer and stream-event parsing (also used by `llmhost bench`). SSE decoding itself is in
+`llmhost.client.sse`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import httpx
+
+from llmhost.client.sse import is_done
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 600.0  # a whole /predict batch is one request; a short default would cut it
@@ -117,7 +120,9 @@ def _health(response: httpx.Response) -> dict[str, Any]:
 
 
 class SSEDecoder:
-    """Server-sent events to their `data` payloads (multi-line data joined; comments and pings skipped)."""
+    """Server-sent events to their `data` payloads (multi-line data joined; comments and pings skipped),
+    fed line by line. Only `llmhost bench`'s load generator still uses it; readers of an httpx response
+    take `llmhost.client.sse`, which decodes with httpx-sse."""
 
     def __init__(self) -> None:
         self._data: list[str] = []
@@ -142,7 +147,7 @@ class SSEDecoder:
 
 def _event(data: str) -> dict[str, Any] | None:
     """The decoded event, or None for the OpenAI stream's closing `[DONE]`."""
-    if data.strip() == "[DONE]":
+    if is_done(data):
         return None
     try:
         return json.loads(data)

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from llmhost.client.sse import aiter_sse_data, is_done
 from llmhost.engines.threaded import check_prompt
 from llmhost.errors import (
     EngineError,
@@ -249,11 +250,8 @@ class UpstreamEngine:
                 if resp.status_code != 200:
                     await resp.aread()
                     raise _http_error(resp)
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
+                async for data in aiter_sse_data(resp):
+                    if is_done(data):
                         break
                     chunk = json.loads(data)
                     if "error" in chunk:
@@ -274,7 +272,7 @@ class UpstreamEngine:
         except httpx.TransportError as exc:
             reason = backend.down_reason or f"{type(exc).__name__}: {exc}"
             raise ModelNotLoaded(f"{backend.label} went away during the request ({reason})") from None
-        except ValueError as exc:  # JSON that is not
+        except ValueError as exc:  # JSON that is not, or an answer that is not an event stream
             raise EngineError(f"{backend.label} sent an unreadable stream: {exc}") from None
         finally:
             backend.in_flight -= 1
