@@ -80,6 +80,19 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed by CORS (none by default; '*' for any)."
     )
     max_n: int = Field(16, ge=1, le=128, description="Largest `n` (choices per request) a client may ask.")
+    max_request_body_mb: float = Field(
+        32.0,
+        gt=0,
+        le=4096,
+        description="Largest request body in MiB; a larger one is refused with 413 before it is read whole.",
+    )
+    max_messages: int = Field(
+        4096,
+        ge=1,
+        le=1_000_000,
+        description="Most messages one conversation may carry (chat `messages`, simple API `history`); "
+        "more is a 400.",
+    )
     batch_mode: bool = Field(
         False,
         description='Predict face: `GET /` answers {"status":"batch"}, telling an evaluation harness to '

@@ -150,6 +150,9 @@ class EngineInfo:
     # Whether `SamplingParams.grammar` is enforced. Faces add grammars of their own (a forced tool call's
     # arguments) only where it is; a `response_format` grammar is refused by an engine that cannot.
     supports_grammar: bool = False
+    # The most bytes one token stands for (special-token spellings included), so a text longer than
+    # `max_model_len x max_token_bytes` characters is refused without tokenizing it; None: unknown.
+    max_token_bytes: int | None = None
 
 
 @dataclass(frozen=True)

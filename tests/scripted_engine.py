@@ -138,8 +138,8 @@ async def scripted_client(
 
     ASGITransport does not run the lifespan, so the model is loaded here, as the lifespan would.
     """
+    from llmhost.app import create_app
     from llmhost.config import Settings
-    from llmhost.server.app import create_app
 
     app = create_app(Settings(**settings), engine, served_names=list(served_names))
     queued, engine._queue = engine._queue, deque()  # the load's readiness check gets `default`

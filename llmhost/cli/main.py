@@ -125,9 +125,9 @@ def stop(
 def run_server(settings: Any) -> int:
     import uvicorn
 
+    from llmhost.app import create_app
     from llmhost.engines.registry import create_served_engine
     from llmhost.errors import ModelLoadError
-    from llmhost.server.app import create_app
 
     log = logging.getLogger("llmhost")
     try:

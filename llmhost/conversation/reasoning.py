@@ -51,6 +51,17 @@ def prompt_opens_thinking(prompt: str) -> bool:
     return prompt.rstrip().endswith(THINK_START)
 
 
+THINK_CLOSE = "</think>\n\n"
+
+
+def answer_prefill(prefill: str, opens_thinking: bool) -> str:
+    """The text that starts an answer pre-filled with `prefill`. A pre-filled answer is not reasoning, so
+    a think block the prompt left open is closed first."""
+    if not prefill:
+        return ""
+    return (THINK_CLOSE if opens_thinking else "") + prefill
+
+
 # Where the splitter is in the output.
 _BEFORE = 0  # content that may still open a think block
 _REASONING = 1  # inside the think block, waiting for `</think>`

@@ -20,8 +20,9 @@ from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from llmhost.context_window import completion_room, ensure_fits
 from llmhost.engines.textstream import StopStringMatcher
-from llmhost.errors import ContextLengthExceeded, EngineError, InvalidRequest, ModelNotLoaded
+from llmhost.errors import EngineError, InvalidRequest, ModelNotLoaded
 from llmhost.types import Delta, EngineInfo, EngineStats, FinishReason, SamplingParams, TokenLogprob, Usage
 
 log = logging.getLogger("llmhost.engine")
@@ -95,14 +96,8 @@ def check_prompt(
         raise InvalidRequest("the prompt is empty", param="prompt")
     if any(not 0 <= t < info.vocab_size for t in prompt):
         raise InvalidRequest("the prompt has token ids outside the vocabulary", param="prompt")
-    room = info.max_model_len - len(prompt)
-    if room < 1 or (params.max_tokens is not None and params.max_tokens > room):
-        asked = params.max_tokens or 1
-        raise ContextLengthExceeded(
-            f"This model's maximum context length is {info.max_model_len} tokens. However, you "
-            f"requested {len(prompt) + asked} tokens ({len(prompt)} in the prompt, {asked} for the "
-            f"completion). Please reduce the prompt or the completion length."
-        )
+    ensure_fits([len(prompt)], [params.max_tokens], info.max_model_len)
+    room = completion_room(len(prompt), info.max_model_len)
     return prompt, room
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from llmhost.server.deps import StateDep
+from llmhost.server.errors import ErrorShapes
 from llmhost.server.state import ServerState
 
 router = APIRouter(tags=["ops"])
@@ -63,3 +64,8 @@ async def ready(state: StateDep) -> Any:
 @router.get("/metrics")
 async def metrics(state: StateDep) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def mount(app: FastAPI, shapes: ErrorShapes) -> None:
+    """Liveness, readiness, the judge-compatible `/health` and `/metrics` (OpenAI error shape)."""
+    app.include_router(router)

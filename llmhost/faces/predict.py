@@ -23,18 +23,16 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from pydantic_core import PydanticCustomError
 
 from llmhost.conversation.reasoning import strip_thinking
-from llmhost.errors import ContextLengthExceeded
+from llmhost.pipeline import ChatInput, Fit, GenerationRequest
 from llmhost.server.deps import StateDep
-from llmhost.server.errors import detail_error_body, responder, shaped_route_class
-from llmhost.server.generation import collect
-from llmhost.server.state import ServerState
+from llmhost.server.errors import ErrorShapes, detail_error_body, responder, shaped_route_class
 from llmhost.types import SamplingParams
 
 log = logging.getLogger("llmhost.predict")
@@ -157,56 +155,27 @@ async def root(request: Request, state: StateDep) -> Any:
 @router.post("/predict", response_model=None)
 async def predict(body: PredictRequest, request: Request, state: StateDep) -> Any:
     state.require_loaded()
-    prompts = body.prompts
     max_new_tokens = (
         state.settings.predict_max_new_tokens if body.max_new_tokens is None else body.max_new_tokens
     )
-    body.sampling(max_new_tokens)  # reject bad sampling values before rendering anything
-    prompt_tokens = [state.chat_prompt(_messages(state, p)).token_ids for p in prompts]
-    params = _fit_to_context(state, prompt_tokens, body, max_new_tokens)
-    # Admitted all at once (or 429 as a whole), every stream created before the first is read: the
-    # engine sees the whole batch together and schedules it with continuous batching.
-    streams = state.open_streams(list(zip(prompt_tokens, params, strict=True)))
+    params = body.sampling(max_new_tokens)  # bad sampling values are a 400 before anything is rendered
+    system = state.settings.predict_system_prompt
+    chats = [ChatInput([*_system(system), {"role": "user", "content": p}]) for p in body.prompts]
+    # Admitted all at once (or 429 as a whole), every sequence started before the first is read: the
+    # engine sees the whole batch together and schedules it with continuous batching. A prompt that
+    # leaves less room than max_new_tokens gets a shorter answer (Fit.CLAMP); one that leaves none is a
+    # 400 naming every such index.
+    generation = await state.generation.start(
+        GenerationRequest(chats, [[params]] * len(chats), fit=Fit.CLAMP, param="prompt", batch_noun="prompt")
+    )
     # A harness that gives up on a big batch must not leave the engine decoding it.
-    results = await collect(streams, until_disconnected=request.receive)
+    results = await generation.collect(until_disconnected=request.receive)
     answers = [strip_thinking(r.text) for r in results]
     return {"response": answers[0] if isinstance(body.prompt, str) else answers}
 
 
-def _messages(state: ServerState, prompt: str) -> list[dict[str, str]]:
-    system = state.settings.predict_system_prompt
-    user = {"role": "user", "content": prompt}
-    return [{"role": "system", "content": system}, user] if system else [user]
-
-
-def _fit_to_context(
-    state: ServerState, prompt_tokens: list[list[int]], body: PredictRequest, max_new_tokens: int
-) -> list[SamplingParams]:
-    """Sampling per prompt, with `max_tokens` cut to the room the context leaves (see module docstring)."""
-    max_model_len = state.engine.info().max_model_len
-    too_long = [i for i, tokens in enumerate(prompt_tokens) if len(tokens) >= max_model_len]
-    if too_long:
-        shown = ", ".join(f"{i} ({len(prompt_tokens[i])} tokens)" for i in too_long[:10])
-        more = f" and {len(too_long) - 10} more" if len(too_long) > 10 else ""
-        raise ContextLengthExceeded(
-            f"{len(too_long)} prompt(s) do not fit the model's context of {max_model_len} tokens with room "
-            f"for an answer: index {shown}{more}. Shorten them, or serve with a larger --max-model-len.",
-            param="prompt",
-        )
-    num_cut = 0
-    params: list[SamplingParams] = []
-    for tokens in prompt_tokens:
-        room = max_model_len - len(tokens)
-        num_cut += room < max_new_tokens
-        params.append(body.sampling(min(max_new_tokens, room)))
-    if num_cut:
-        log.warning(
-            "%d of %d prompt(s) leave less than %d tokens of context; their answers are cut shorter",
-            num_cut,
-            len(prompt_tokens),
-            max_new_tokens,
-        )
-    return params
+def _system(prompt: str | None) -> list[dict[str, str]]:
+    return [{"role": "system", "content": prompt}] if prompt else []
 
 
 def prefers_html(accept: str) -> bool:
@@ -227,3 +196,8 @@ def prefers_html(accept: str) -> bool:
             weights[media.lower()] = max(weight, weights.get(media.lower(), 0.0))
     html = weights.get("text/html", 0.0)
     return html > 0 and html >= weights.get("application/json", 0.0)
+
+
+def mount(app: FastAPI, shapes: ErrorShapes) -> None:
+    app.include_router(router)
+    shapes.register(lambda path: path == "/" or path.startswith("/predict"), detail_error_body)

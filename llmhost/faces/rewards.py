@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from llmhost.errors import ContextLengthExceeded
+from llmhost.pipeline import ChatInput, GenerationRequest
 from llmhost.rewards.letters import (
     JUDGE_MAX_TOKENS,
     JUDGE_SYSTEM_PROMPT,
@@ -29,7 +29,7 @@ from llmhost.rewards.letters import (
     plan_item,
 )
 from llmhost.server.deps import StateDep
-from llmhost.server.generation import collect
+from llmhost.server.errors import ErrorShapes
 from llmhost.types import SamplingParams
 
 router = APIRouter(tags=["rewards"])
@@ -67,28 +67,22 @@ async def consistency(body: ConsistencyRequest, state: StateDep, request: Reques
     model_name = state.resolve_model(body.model)
     plans = [plan_item(item.completion, item.solution) for item in body.items]
     todo = [i for i, p in enumerate(plans) if p.needs_judge]
-    prompts = [
-        state.chat_prompt(
+    chats = [
+        ChatInput(
             judge_messages(body.items[i].question, plans[i].thinking or "", body.system_prompt),
             template_kwargs=NO_THINKING,
         )
         for i in todo
     ]
-    max_model_len = state.engine.info().max_model_len
-    too_long = [
-        i for i, p in zip(todo, prompts, strict=True) if len(p.token_ids) + body.max_tokens > max_model_len
-    ]
-    if too_long:
-        raise ContextLengthExceeded(
-            f"the judge prompt of item(s) {', '.join(map(str, too_long[:10]))} does not fit the model's "
-            f"context of {max_model_len} tokens with {body.max_tokens} for the reply; shorten the thinking "
-            "or serve with a larger --max-model-len",
-            param="items",
-        )
     params = SamplingParams(max_tokens=body.max_tokens, temperature=body.temperature, seed=body.seed)
-    # Every judge call is admitted together (or 429 as a whole) and generated as one engine batch.
-    streams = state.open_streams([(p.token_ids, params) for p in prompts]) if prompts else []
-    results = await collect(streams, until_disconnected=request.receive) if streams else []
+    results = []
+    if chats:  # every judge call is admitted together (or 429 as a whole) and generated as one batch
+        generation = await state.generation.start(
+            GenerationRequest(
+                chats, [[params]] * len(chats), param="items", batch_noun="item", batch_indices=todo
+            )
+        )
+        results = await generation.collect(until_disconnected=request.receive)
     replies: list[str | None] = [None] * len(plans)
     for i, result in zip(todo, results, strict=True):
         replies[i] = judge_answer(result.text)
@@ -108,3 +102,8 @@ async def consistency(body: ConsistencyRequest, state: StateDep, request: Reques
         "reasons": [p.reason for p in plans],  # why an item was scored 0 without the judge
         "num_judged": len(todo),
     }
+
+
+def mount(app: FastAPI, shapes: ErrorShapes) -> None:
+    """`/v1/rewards/consistency`: the judge as a batch reward (OpenAI error shape)."""
+    app.include_router(router)

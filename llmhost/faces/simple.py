@@ -19,19 +19,19 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from llmhost.conversation.prompt_templates import apply_prompt_template
 from llmhost.conversation.reasoning import ReasoningParserName, ReasoningSplitter, split_reasoning
 from llmhost.errors import InvalidRequest, LlmhostError
+from llmhost.pipeline import ChatInput, Generation, GenerationRequest
 from llmhost.server.deps import StateDep
-from llmhost.server.errors import describe, responder, shaped_route_class, simple_error_body
-from llmhost.server.generation import collect, merge_streams
+from llmhost.server.errors import ErrorShapes, describe, responder, shaped_route_class
 from llmhost.server.sse import sse_response
-from llmhost.server.state import ChatPrompt, ServerState
-from llmhost.types import Delta, EngineInfo, SamplingParams
+from llmhost.server.state import ServerState
+from llmhost.types import EngineInfo, SamplingParams
 
 log = logging.getLogger("llmhost.faces.simple")
 
@@ -44,9 +44,16 @@ DEFAULT_TOP_P = 0.95
 DEFAULT_TOP_K = 20
 
 
+def simple_error_body(message: str) -> dict[str, Any]:
+    """This face's error shape (CONTRACTS.md §3)."""
+    return {"response": "", "success": False, "error": message}
+
+
 # Errors on this face answer `{"response": "", "success": false, "error": …}`, bad input as 400.
 router = APIRouter(
-    prefix="/api/v1", tags=["simple chat"], route_class=shaped_route_class(responder(simple_error_body))
+    prefix="/api/v1",
+    tags=["simple chat"],
+    route_class=shaped_route_class(responder(simple_error_body), limited_keys=("history",)),
 )
 
 
@@ -117,13 +124,11 @@ class SimpleChatRequest(_Request):
         return (server_parser or "qwen3") if is_split else None
 
 
-def _start(body: SimpleChatRequest, state: ServerState) -> tuple[ChatPrompt, AsyncIterator[Delta]]:
+async def _start(body: SimpleChatRequest, state: ServerState) -> Generation:
     """Render, validate and admit, so every error so far is an HTTP error, not a stream event."""
     state.require_loaded()
-    messages = body.messages(state.settings.prompt_templates)
-    prompt = state.chat_prompt(messages, template_kwargs=body.template_kwargs())
-    [stream] = state.open_streams([(prompt.token_ids, body.sampling())])
-    return prompt, stream
+    chat = ChatInput(body.messages(state.settings.prompt_templates), template_kwargs=body.template_kwargs())
+    return await state.generation.start(GenerationRequest([chat], [[body.sampling()]], param="message"))
 
 
 # -- routes ----------------------------------------------------------------------------------------
@@ -131,12 +136,12 @@ def _start(body: SimpleChatRequest, state: ServerState) -> tuple[ChatPrompt, Asy
 async def chat(body: SimpleChatRequest, state: StateDep, request: Request) -> dict[str, Any]:
     """`{"response": the answer, "success": true, "error": null}`; with thinking split, `response` is
     the answer alone and `thinking` holds the reasoning (null when there was none)."""
-    prompt, stream = _start(body, state)
-    [result] = await collect([stream], until_disconnected=request.receive)  # a client gone cancels it
+    generation = await _start(body, state)
+    [result] = await generation.collect(until_disconnected=request.receive)  # a client gone cancels it
     parser = body.reasoning_parser(state.settings.reasoning_parser)
     if parser is None:
         return {"response": result.text, "success": True, "error": None}
-    thinking, answer = split_reasoning(result.text, prompt.opens_thinking, parser)
+    thinking, answer = split_reasoning(result.text, generation.prompt.opens_thinking, parser)
     return {"response": answer, "success": True, "error": None, "thinking": thinking}
 
 
@@ -152,13 +157,14 @@ def _error_event(exc: BaseException) -> dict[str, str]:
 @router.post("/chat/stream", response_model=None)
 async def chat_stream(body: SimpleChatRequest, state: StateDep) -> Response:
     """`start`, then `thinking` (when split) and `chunk` events, then `end`; or a final `error`."""
-    prompt, stream = _start(body, state)
+    generation = await _start(body, state)
     parser = body.reasoning_parser(state.settings.reasoning_parser)
-    splitter = None if parser is None else ReasoningSplitter(parser, prompt_opened=prompt.opens_thinking)
+    opens_thinking = generation.prompt.opens_thinking
+    splitter = None if parser is None else ReasoningSplitter(parser, prompt_opened=opens_thinking)
 
     async def events() -> AsyncIterator[str]:
         yield _event("start", "")
-        async for _, delta in merge_streams([stream]):
+        async for _, delta in generation.deltas():
             if splitter is None:
                 if delta.text:
                     yield _event("chunk", delta.text)
@@ -239,3 +245,8 @@ async def unload_model(state: StateDep) -> dict[str, str]:
     if await state.unload_model():
         return {"status": "unloaded", "message": "the model is unloaded"}
     return {"status": "not_loaded", "message": "the model was not loaded"}
+
+
+def mount(app: FastAPI, shapes: ErrorShapes) -> None:
+    app.include_router(router)
+    shapes.register(lambda path: path.startswith("/api/v1/"), simple_error_body)

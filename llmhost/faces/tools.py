@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmhost.config import Settings
-from llmhost.server.errors import detail_error_body, responder, shaped_route_class
+from llmhost.server.errors import ErrorShapes, detail_error_body, responder, shaped_route_class
 from llmhost.tools.observation import ObservationService
 from llmhost.tools.sandbox import Limits, Sandbox
 
@@ -121,3 +121,9 @@ def create_tool_app(settings: Settings) -> FastAPI:
 
     app.include_router(router)
     return app
+
+
+def mount(app: FastAPI, shapes: ErrorShapes) -> None:
+    """verl-tool `/get_observation` (CONTRACTS.md §5) in the main app."""
+    app.include_router(router)
+    shapes.register(lambda path: path == "/get_observation", detail_error_body)

@@ -8,13 +8,12 @@ belongs to, so each contract's existing clients can read it.
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from llmhost.server.errors import body_for_path
+from llmhost.server.errors import ErrorShapes, send_json
 
 PUBLIC_PATHS = frozenset({"/live", "/health", "/ready"})
 
@@ -31,8 +30,9 @@ def load_api_keys(keys: Iterable[str], key_file: str | None) -> list[str]:
 
 
 class ApiKeyMiddleware:
-    def __init__(self, app: ASGIApp, *, api_keys: list[str]) -> None:
+    def __init__(self, app: ASGIApp, *, api_keys: list[str], shapes: ErrorShapes) -> None:
         self.app = app
+        self._shapes = shapes
         self._keys = [k.encode() for k in api_keys]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -61,18 +61,6 @@ class ApiKeyMiddleware:
         return matched
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        path = scope["path"]
         message = "a valid API key is required: send 'Authorization: Bearer <key>'"
-        body = json.dumps(body_for_path(path, message, "authentication_error", "invalid_api_key")).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b"Bearer"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        body = self._shapes.body(scope["path"], message, "authentication_error", "invalid_api_key")
+        await send_json(send, 401, body, (b"www-authenticate", b"Bearer"))

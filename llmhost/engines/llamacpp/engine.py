@@ -110,6 +110,7 @@ class LlamaCppEngine:
             bos_token=model.token_text(model.bos_token_id),
             eos_token=model.token_text(eos_id),
             supports_grammar=True,
+            max_token_bytes=model.longest_token_bytes(),
         )
         log.info(
             "loaded %s (%s) on cpu: max_model_len=%d, max_num_seqs=%d, threads=%d",

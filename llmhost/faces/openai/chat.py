@@ -15,18 +15,18 @@ from fastapi import APIRouter, Request
 
 from llmhost.conversation.reasoning import ReasoningParserName, ReasoningSplitter, split_reasoning
 from llmhost.errors import InvalidRequest
+from llmhost.pipeline import ChatInput, Generation, GenerationRequest
 from llmhost.server.deps import StateDep
-from llmhost.server.generation import collect, merge_streams
+from llmhost.server.item_limit import ItemLimitRoute
 from llmhost.server.sse import sse_response
-from llmhost.types import Delta, Usage
 
 from . import code_loop
-from .encode import ChunkEncoder, cached_tokens, finish_reason, usage
+from .encode import ChunkEncoder, finish_reason, usage
 from .logprobs import chat_logprobs
 from .schemas import ChatCompletionRequest
 from .tool_calls import ToolPlan, ToolStream
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], route_class=ItemLimitRoute)
 
 
 @router.post("/v1/chat/completions", response_model=None)
@@ -37,54 +37,46 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep, request
     if body.n > state.settings.max_n:
         raise InvalidRequest(f"'n' must be at most {state.settings.max_n}", param="n")
     tool_plan = ToolPlan.from_request(body.tools, body.tool_choice, body.parallel_tool_calls)
-    prompt = state.chat_prompt(
+    chat = ChatInput(
         body.template_messages(state.settings.prompt_templates),  # a named prompt template rewrites them
-        add_generation_prompt=body.add_generation_prompt,
         template_kwargs=tool_plan.template_kwargs(body.chat_template_kwargs),
+        add_generation_prompt=body.add_generation_prompt,
+        prefill=tool_plan.prefill,  # a forced call's start
     )
     if code_loop.is_requested(body, state):  # --code-tools: generate, run code, feed it back (own module)
-        return await code_loop.chat_completion(body, state, request, model_name, prompt)
-    prompt_tokens = tool_plan.prompt_tokens(prompt, state.engine.tokenize)  # with a forced call's start
-    parser = state.settings.reasoning_parser
-    logprobs = body.requested_logprobs
-    # Validation (context length included) happens here, before any byte of the response is sent.
-    streams = state.open_streams(
-        [
-            (
-                prompt_tokens,
-                tool_plan.sampling(
-                    body.sampling(max_tokens=body.requested_max_tokens, logprobs=logprobs, choice=i),
-                    supports_grammar=state.engine.info().supports_grammar,
-                ),
-            )
-            for i in range(body.n)
-        ]
+        return await code_loop.chat_completion(body, state, request, model_name, chat)
+    supports_grammar = state.generation.info().supports_grammar
+    sampling = [
+        tool_plan.sampling(
+            body.sampling(max_tokens=body.requested_max_tokens, logprobs=body.requested_logprobs, choice=i),
+            supports_grammar=supports_grammar,
+        )
+        for i in range(body.n)
+    ]
+    # Every refusal (context length, queue full) happens here, before any byte of the response is sent.
+    generation = await state.generation.start(
+        GenerationRequest(
+            [chat],
+            [sampling],
+            request_id=f"chatcmpl-{uuid.uuid4().hex}",
+        )
     )
-    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    prompt = generation.prompt
+    parser = state.settings.reasoning_parser
     created = int(time.time())
     if body.stream:
         splitters = None
         if parser is not None:
-            splitters = [ReasoningSplitter(parser, prompt_opened=prompt.opens_thinking) for _ in streams]
+            splitters = [ReasoningSplitter(parser, prompt_opened=prompt.opens_thinking) for _ in sampling]
         tool_streams = None
         if tool_plan.is_parsing:
-            tool_streams = [ToolStream(tool_plan, prompt.opens_thinking) for _ in streams]
+            tool_streams = [ToolStream(tool_plan, prompt.opens_thinking) for _ in sampling]
         return sse_response(
-            _stream_chunks(
-                streams,
-                request_id,
-                created,
-                model_name,
-                len(prompt_tokens),
-                body.include_usage,
-                splitters,
-                tool_streams,
-            ),
+            _stream_chunks(generation, created, model_name, body.include_usage, splitters, tool_streams),
             done="[DONE]",
             shutdown_grace_s=state.settings.shutdown_grace,
         )
-    results = await collect(streams, until_disconnected=request.receive)
-    num_completion = sum(len(r.token_ids) for r in results)
+    results = await generation.collect(until_disconnected=request.receive)
     answers = [  # (message, finish_reason) per choice, tool calls parsed out of the content
         tool_plan.message(
             _message(tool_plan.answer_prefix(prompt.opens_thinking) + r.text, parser, prompt.opens_thinking),
@@ -93,7 +85,7 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep, request
         for r in results
     ]
     return {
-        "id": request_id,
+        "id": generation.request_id,
         "object": "chat.completion",
         "created": created,
         "model": model_name,
@@ -107,9 +99,7 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep, request
             }
             for i, r in enumerate(results)
         ],
-        "usage": usage(
-            len(prompt_tokens), num_completion, cached_tokens((r.usage for r in results), per_choice=False)
-        ),
+        "usage": usage(generation.usage(prompt_per_sequence=False)),
     }
 
 
@@ -142,18 +132,16 @@ def _delta(text: str, splitter: ReasoningSplitter | None, is_last: bool) -> dict
 
 
 async def _stream_chunks(
-    streams: list[AsyncIterator[Delta]],
-    request_id: str,
+    generation: Generation,
     created: int,
     model_name: str,
-    num_prompt_tokens: int,
     include_usage: bool,
     splitters: list[ReasoningSplitter] | None = None,
     tool_streams: list[ToolStream] | None = None,
 ) -> AsyncIterator[str]:
-    chunk = ChunkEncoder(request_id, "chat.completion.chunk", created, model_name)
+    chunk = ChunkEncoder(generation.request_id, "chat.completion.chunk", created, model_name)
 
-    for i in range(len(streams)):  # the first delta of each choice carries the role
+    for i in range(len(generation.streams)):  # the first delta of each choice carries the role
         yield chunk(
             [
                 {
@@ -164,12 +152,7 @@ async def _stream_chunks(
                 }
             ]
         )
-    num_completion = 0
-    usages: list[Usage | None] = []
-    async for index, delta in merge_streams(streams):
-        num_completion += len(delta.token_ids)
-        if delta.usage is not None:
-            usages.append(delta.usage)
+    async for index, delta in generation.deltas():
         splitter = splitters[index] if splitters is not None else None
         is_last = delta.finish_reason is not None
         tools = tool_streams[index] if tool_streams is not None else None
@@ -192,4 +175,4 @@ async def _stream_chunks(
                 choice["stop_reason"] = delta.stop_reason
             yield chunk([choice])
     if include_usage:
-        yield chunk([], usage(num_prompt_tokens, num_completion, cached_tokens(usages, per_choice=False)))
+        yield chunk([], usage(generation.usage(prompt_per_sequence=False)))

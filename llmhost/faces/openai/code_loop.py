@@ -21,20 +21,17 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 from fastapi import Request
 
-from llmhost.errors import ContextLengthExceeded, InvalidRequest, QueueFull, SandboxUnavailable
-from llmhost.server.admission import TrackedStream
-from llmhost.server.generation import collect, merge_streams
-from llmhost.server.metrics import RequestMetrics
+from llmhost.errors import InvalidRequest, SandboxUnavailable
+from llmhost.pipeline import ChatInput, Fit, Generation, GenerationRequest, PreparedPrompt
 from llmhost.server.sse import sse_response
-from llmhost.server.state import ChatPrompt, ServerState
+from llmhost.server.state import ServerState
 from llmhost.tools.agent_loop import LoopConfig, LoopUsage, ObservationDelta, run_code_loop
 from llmhost.tools.backends import LocalTools, RemoteTools, ToolBackend
-from llmhost.types import Delta
+from llmhost.types import Delta, SamplingParams
 
-from .encode import ChunkEncoder, cached_tokens, finish_reason, usage
+from .encode import ChunkEncoder, finish_reason, usage
 from .logprobs import chat_logprobs
 from .schemas import ChatCompletionRequest
 
@@ -87,10 +84,9 @@ async def _backend(body: ChatCompletionRequest, state: ServerState, request: Req
             raise InvalidRequest("'tool_server_url' must be an http(s) URL", param="tool_server_url")
         url = body.tool_server_url
     if url is not None:
-        app_state = request.app.state
-        if getattr(app_state, "code_loop_http", None) is None:  # one pooled client per app
-            app_state.code_loop_http = httpx.AsyncClient()
-        return RemoteTools(url, app_state.code_loop_http)
+        if state.tool_http is None:  # an app built without the composition root's resources
+            raise SandboxUnavailable("this app has no HTTP client for remote tool servers")
+        return RemoteTools(url, state.tool_http)
     from llmhost.faces.tools import get_service  # the service /get_observation uses: one shared queue
 
     service = get_service(request)
@@ -100,17 +96,10 @@ async def _backend(body: ChatCompletionRequest, state: ServerState, request: Req
 
 
 async def chat_completion(
-    body: ChatCompletionRequest, state: ServerState, request: Request, model_name: str, prompt: ChatPrompt
+    body: ChatCompletionRequest, state: ServerState, request: Request, model_name: str, chat: ChatInput
 ) -> Any:
     """Answer one chat completion with the code agent loop (stream or not)."""
     config = loop_config(body, state)
-    prompt_tokens = prompt.token_ids
-    max_model_len = state.engine.info().max_model_len
-    if len(prompt_tokens) >= max_model_len:
-        raise ContextLengthExceeded(
-            f"This model's maximum context length is {max_model_len} tokens. However, the prompt has "
-            f"{len(prompt_tokens)} tokens, which leaves no room for a completion."
-        )
     logprobs = body.requested_logprobs
     params = [
         body.sampling(max_tokens=body.requested_max_tokens, logprobs=logprobs, choice=i)
@@ -118,45 +107,32 @@ async def chat_completion(
     ]
     config.turn_params(params[0], max_tokens=1, has_tools=config.max_turns > 0)  # stop list too long → 400
     backend = await _backend(body, state, request) if config.max_turns > 0 else _NoTools()
-    try:
-        state.admission.reserve(body.n)  # the whole loop holds one slot per choice, across its turns
-    except QueueFull:
-        state.metrics.rejected("queue_full")
-        raise
-    request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    timeout_s = state.settings.request_timeout
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    streams = [
-        TrackedStream(
-            run_code_loop(
-                state.engine,
-                backend,
-                prompt_tokens,
-                p,
-                config,
-                trajectory_id=f"{request_id}-{i}",
-            ),
-            state.admission,
-            RequestMetrics(state.metrics, len(prompt_tokens)),
-            deadline,
-            timeout_s,
+    tool_results: dict[str, list[dict]] = {}  # per trajectory: the sandbox's results, in order
+    engine = state.generation.engine
+
+    def drive(prompt: PreparedPrompt, sampling: SamplingParams, trajectory_id: str) -> AsyncIterator[Delta]:
+        loop = run_code_loop(engine, backend, prompt.token_ids, sampling, config, trajectory_id=trajectory_id)
+        return _tap(loop, tool_results.setdefault(trajectory_id, []))
+
+    # The whole loop holds one admission slot per choice across its turns; the prompt must leave room,
+    # and the loop budgets `max_tokens` over its turns.
+    generation = await state.generation.start(
+        GenerationRequest(
+            [chat], [params], fit=Fit.PROMPT, request_id=f"chatcmpl-{uuid.uuid4().hex}", driver=drive
         )
-        for i, p in enumerate(params)
-    ]
+    )
     created = int(time.time())
     if body.stream:
-        encoder = ChunkEncoder(request_id, "chat.completion.chunk", created, model_name)
+        encoder = ChunkEncoder(generation.request_id, "chat.completion.chunk", created, model_name)
         return sse_response(
-            _stream_chunks(streams, encoder, body.include_usage),
+            _stream_chunks(generation, encoder, body.include_usage),
             done="[DONE]",
             shutdown_grace_s=state.settings.shutdown_grace,
         )
-    tool_results: list[list[dict]] = [[] for _ in streams]
-    taps = [_tap(s, tool_results[i]) for i, s in enumerate(streams)]
-    results = await collect(taps, until_disconnected=request.receive)
-    loop_usages = [r.usage if isinstance(r.usage, LoopUsage) else None for r in results]
+    results = await generation.collect(until_disconnected=request.receive)
+    loop_usages = [u if isinstance(u, LoopUsage) else None for u in generation.final_usages]
     return {
-        "id": request_id,
+        "id": generation.request_id,
         "object": "chat.completion",
         "created": created,
         "model": model_name,
@@ -168,19 +144,18 @@ async def chat_completion(
                 "finish_reason": finish_reason(r.finish_reason),
                 "stop_reason": r.stop_reason,
                 "num_turns": u.num_turns if u else 0,
-                "tool_results": tool_results[i],
+                "tool_results": tool_results.get(f"{generation.request_id}-{i}", []),
             }
             for i, (r, u) in enumerate(zip(results, loop_usages, strict=True))
         ],
-        "usage": loop_usage(len(prompt_tokens), loop_usages),
+        "usage": loop_usage(generation),
     }
 
 
-def loop_usage(num_prompt: int, usages: list[LoopUsage | None]) -> dict[str, Any]:
+def loop_usage(generation: Generation) -> dict[str, Any]:
     """OpenAI's usage (the model's tokens as completion tokens) plus the loop's extension fields."""
-    done = [u for u in usages if u is not None]
-    num_completion = sum(u.completion_tokens for u in done)
-    out = usage(num_prompt, num_completion, cached_tokens(done, per_choice=False))
+    out = usage(generation.usage(prompt_per_sequence=False))
+    done = [u for u in generation.final_usages if isinstance(u, LoopUsage)]
     out["tool_tokens"] = sum(u.num_tool_tokens for u in done)
     out["num_turns"] = sum(u.num_turns for u in done)
     out["loop_overhead_s"] = round(sum(u.overhead_s for u in done), 6)
@@ -190,24 +165,23 @@ def loop_usage(num_prompt: int, usages: list[LoopUsage | None]) -> dict[str, Any
     return out
 
 
-async def _tap(stream: TrackedStream, results: list[dict]) -> AsyncIterator[Delta]:
+async def _tap(loop: AsyncIterator[Delta], results: list[dict]) -> AsyncIterator[Delta]:
     """Pass a loop's deltas on, keeping its sandbox results for the non-stream answer."""
     try:
-        async for delta in stream:
+        async for delta in loop:
             if isinstance(delta, ObservationDelta) and delta.result is not None:
                 results.append(delta.result)
             yield delta
     finally:
-        await stream.aclose()
+        await loop.aclose()  # type: ignore[attr-defined]  # an async generator: frees the engine's sequence
 
 
 async def _stream_chunks(
-    streams: list[TrackedStream], chunk: ChunkEncoder, include_usage: bool
+    generation: Generation, chunk: ChunkEncoder, include_usage: bool
 ) -> AsyncIterator[str]:
-    for i in range(len(streams)):  # the first delta of each choice carries the role
+    for i in range(len(generation.streams)):  # the first delta of each choice carries the role
         yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-    usages: list[LoopUsage | None] = [None] * len(streams)
-    async for index, delta in merge_streams(streams):
+    async for index, delta in generation.deltas():
         if not delta.text and delta.finish_reason is None and delta.logprobs is None:
             continue
         choice: dict[str, Any] = {
@@ -219,15 +193,10 @@ async def _stream_chunks(
         if delta.finish_reason is not None:
             choice["stop_reason"] = delta.stop_reason
             if isinstance(delta.usage, LoopUsage):
-                usages[index] = delta.usage
                 choice["num_turns"] = delta.usage.num_turns
         yield chunk([choice])
     if include_usage:
-        yield chunk([], loop_usage(_num_prompt(usages), usages))
-
-
-def _num_prompt(usages: list[LoopUsage | None]) -> int:
-    return next((u.prompt_tokens for u in usages if u is not None), 0)
+        yield chunk([], loop_usage(generation))
 
 
 class _NoTools:

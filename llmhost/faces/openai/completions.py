@@ -10,12 +10,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from llmhost.errors import InvalidRequest
+from llmhost.pipeline import Generation, GenerationRequest, TextInput, TokenInput
 from llmhost.server.deps import StateDep
-from llmhost.server.generation import collect, merge_streams
 from llmhost.server.sse import sse_response
-from llmhost.types import Delta, Usage
 
-from .encode import ChunkEncoder, cached_tokens, finish_reason, usage
+from .encode import ChunkEncoder, finish_reason, usage
 from .logprobs import completion_logprobs
 from .schemas import CompletionRequest
 
@@ -62,26 +61,26 @@ async def completions(body: CompletionRequest, state: StateDep, request: Request
         raise InvalidRequest("too many prompts x n in one request", param="n")
     if body.n > state.settings.max_n:
         raise InvalidRequest(f"'n' must be at most {state.settings.max_n}", param="n")
-    engine = state.engine
-    prompt_tokens = [p if isinstance(p, list) else engine.tokenize(p, add_special=True) for p in prompts]
-    echoes = [engine.detokenize(p) if isinstance(p, list) else p for p in prompts] if body.echo else None
-    streams = state.open_streams(
-        [
-            (tokens, body.sampling(max_tokens=body.max_tokens, logprobs=body.logprobs, choice=j))
-            for tokens in prompt_tokens
-            for j in range(body.n)
-        ]
+    sampling = [
+        body.sampling(max_tokens=body.max_tokens, logprobs=body.logprobs, choice=j) for j in range(body.n)
+    ]
+    generation = await state.generation.start(
+        GenerationRequest(
+            [TokenInput(p) if isinstance(p, list) else TextInput(p) for p in prompts],
+            [sampling] * len(prompts),
+            param="prompt",
+            request_id=f"cmpl-{uuid.uuid4().hex}",
+        )
     )
-    num_prompt = sum(len(t) for t in prompt_tokens) * body.n
-    request_id = f"cmpl-{uuid.uuid4().hex}"
+    echoes = [p.text for p in generation.prompts] if body.echo else None
     created = int(time.time())
     if body.stream:
         return sse_response(
-            _stream_chunks(streams, request_id, created, model_name, num_prompt, body, echoes),
+            _stream_chunks(generation, created, model_name, body, echoes),
             done="[DONE]",
             shutdown_grace_s=state.settings.shutdown_grace,
         )
-    results = await collect(streams, until_disconnected=request.receive)
+    results = await generation.collect(until_disconnected=request.receive)
     choices = []
     for index, r in enumerate(results):
         prefix = echoes[index // body.n] if echoes else ""
@@ -95,41 +94,30 @@ async def completions(body: CompletionRequest, state: StateDep, request: Request
             }
         )
     return {
-        "id": request_id,
+        "id": generation.request_id,
         "object": "text_completion",
         "created": created,
         "model": model_name,
         "choices": choices,
-        "usage": usage(
-            num_prompt,
-            sum(len(r.token_ids) for r in results),
-            cached_tokens((r.usage for r in results), per_choice=True),
-        ),
+        "usage": usage(generation.usage(prompt_per_sequence=True)),
     }
 
 
 async def _stream_chunks(
-    streams: list[AsyncIterator[Delta]],
-    request_id: str,
+    generation: Generation,
     created: int,
     model_name: str,
-    num_prompt: int,
     body: CompletionRequest,
     echoes: list[str] | None,
 ) -> AsyncIterator[str]:
-    chunk = ChunkEncoder(request_id, "text_completion", created, model_name)
+    chunk = ChunkEncoder(generation.request_id, "text_completion", created, model_name)
 
     if echoes:
-        for index in range(len(streams)):
+        for index in range(len(generation.streams)):
             yield chunk(
                 [{"index": index, "text": echoes[index // body.n], "logprobs": None, "finish_reason": None}]
             )
-    num_completion = 0
-    usages: list[Usage | None] = []
-    async for index, delta in merge_streams(streams):
-        num_completion += len(delta.token_ids)
-        if delta.usage is not None:
-            usages.append(delta.usage)
+    async for index, delta in generation.deltas():
         if not delta.text and delta.finish_reason is None and delta.logprobs is None:
             continue
         yield chunk(
@@ -143,4 +131,4 @@ async def _stream_chunks(
             ]
         )
     if body.include_usage:
-        yield chunk([], usage(num_prompt, num_completion, cached_tokens(usages, per_choice=True)))
+        yield chunk([], usage(generation.usage(prompt_per_sequence=True)))

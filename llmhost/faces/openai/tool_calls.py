@@ -14,10 +14,10 @@ translation of parsed hermes calls (`conversation/toolcalls.py`) into message an
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from llmhost.conversation.reasoning import answer_prefill
 from llmhost.conversation.tool_grammar import forced_call_grammar
 from llmhost.conversation.tool_prompt import forced_call_prefix
 from llmhost.conversation.toolcalls import (
@@ -29,11 +29,6 @@ from llmhost.conversation.toolcalls import (
 )
 from llmhost.errors import InvalidRequest
 from llmhost.types import SamplingParams
-
-if TYPE_CHECKING:
-    from llmhost.server.state import ChatPrompt
-
-THINK_CLOSE = "</think>\n\n"
 
 
 def check_tools(tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, Any] | None) -> None:
@@ -124,13 +119,7 @@ class ToolPlan:
     def answer_prefix(self, opens_thinking: bool) -> str:
         """Text appended to the rendered prompt, and so the start of the answer. A forced call
         cannot start inside an open think block, so the block is closed first (no reasoning then)."""
-        if not self.prefill:
-            return ""
-        return (THINK_CLOSE if opens_thinking else "") + self.prefill
-
-    def prompt_tokens(self, prompt: ChatPrompt, tokenize: Callable[[str], list[int]]) -> list[int]:
-        prefix = self.answer_prefix(prompt.opens_thinking)
-        return tokenize(prompt.text + prefix) if prefix else prompt.token_ids
+        return answer_prefill(self.prefill, opens_thinking)
 
     def message(self, message: dict[str, Any], finish: str | None) -> tuple[dict[str, Any], str | None]:
         """A non-streamed `message` with its calls parsed out of `content`, and the finish reason."""

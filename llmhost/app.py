@@ -1,4 +1,9 @@
-"""The app factory: one FastAPI app, every face mounted, around any `Engine`."""
+"""The composition root: one FastAPI app around any `Engine`, every face mounted.
+
+It sits above faces and server infrastructure: it builds the per-app resources once (the shared state
+and generation service, the code sandbox, the HTTP client the code loop calls remote tool servers with),
+closes them when the app stops, and lets each face mount its routes and register its error shape.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +12,24 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
+import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from llmhost import __version__
 from llmhost.config import Settings
 from llmhost.engines.base import Engine
-from llmhost.faces import ops, predict, tools
-from llmhost.faces.openai import chat, completions
-from llmhost.faces.rewards import router as rewards_router
-from llmhost.faces.simple import router as simple_router
+from llmhost.faces import openai as openai_face
+from llmhost.faces import ops, predict, rewards, simple, tools
 from llmhost.server.auth import ApiKeyMiddleware, load_api_keys
-from llmhost.server.errors import install_error_handlers
+from llmhost.server.body_limit import BodyLimitMiddleware
+from llmhost.server.errors import ErrorShapes, install_error_handlers
 from llmhost.server.state import ServerState
 from llmhost.tools.observation import ObservationService
 
 log = logging.getLogger("llmhost.server")
+
+FACES = (ops, openai_face, simple, predict, tools, rewards)
 
 
 def create_app(
@@ -38,6 +45,11 @@ def create_app(
         settings=settings, engine=engine, served_names=served_names, on_load_failure=on_load_failure
     )
     state.has_explicit_names = bool(settings.served_model_name)
+    # One sandbox for the whole app: `/get_observation` and the code loop share its slots and queue.
+    observation = ObservationService(tools.sandbox_from_settings(settings))
+    state.sandbox = observation.sandbox
+    state.tool_http = httpx.AsyncClient()  # pooled connections to remote tool servers (the code loop)
+    state.metrics.watch_sandbox(lambda: dict(observation.sandbox.outcomes))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -49,27 +61,26 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await loading
             await engine.close()
+            await state.tool_http.aclose()
+            state.generation.close()
 
     app = FastAPI(title="llmhost", version=__version__, lifespan=lifespan)
     app.state.llmhost = state
-    # One sandbox for the whole app: `/get_observation` and the code loop share its slots and queue.
-    observation = ObservationService(tools.sandbox_from_settings(settings))
     app.state.observation_service = observation
-    state.sandbox = observation.sandbox
-    state.metrics.watch_sandbox(lambda: dict(observation.sandbox.outcomes))
-    install_error_handlers(app)
+    app.state.max_body_items = settings.max_messages  # read by every face's route class (ItemLimitRoute)
+    shapes = ErrorShapes()
+    for face in FACES:
+        face.mount(app, shapes)
+    install_error_handlers(app, shapes)
     api_keys = load_api_keys(settings.api_key, settings.api_key_file)
     if api_keys:
-        app.add_middleware(ApiKeyMiddleware, api_keys=api_keys)
-    if settings.allowed_origins:  # added last, so it wraps auth: preflights and 401s carry CORS headers
+        app.add_middleware(ApiKeyMiddleware, api_keys=api_keys, shapes=shapes)
+    # Outside auth: an oversized body is refused before anything reads it, keys or not.
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=int(settings.max_request_body_mb * 2**20), shapes=shapes
+    )
+    if settings.allowed_origins:  # added last, so it wraps the rest: preflights and 401s carry CORS headers
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["*"], allow_headers=["*"]
         )
-    app.include_router(ops.router)
-    app.include_router(chat.router)
-    app.include_router(completions.router)
-    app.include_router(simple_router)  # /api/v1: seed 002's chat service
-    app.include_router(predict.router)
-    app.include_router(tools.router)  # verl-tool /get_observation (CONTRACTS.md §5)
-    app.include_router(rewards_router)  # /v1/rewards/consistency: seed 000's judge as a batch reward
     return app

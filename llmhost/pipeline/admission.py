@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
-from llmhost.engines.base import Engine
 from llmhost.errors import QueueFull, RequestTimeout
 from llmhost.server.metrics import RequestMetrics, ServerMetrics
-from llmhost.types import Delta, SamplingParams
+from llmhost.types import Delta
 
 
 class Admission:
@@ -40,30 +39,30 @@ class Admission:
 
 
 def open_streams(
-    engine: Engine,
     admission: Admission,
     metrics: ServerMetrics,
-    requests: Sequence[tuple[Sequence[int], SamplingParams]],
+    starts: Sequence[tuple[int, Callable[[], AsyncIterator[Delta]]]],
     *,
     timeout_s: float | None,
-) -> list[AsyncIterator[Delta]]:
-    """Admit and start one sequence per `(prompt_tokens, params)`; all or none."""
+) -> list[TrackedStream]:
+    """Admit and start one sequence per `(num_prompt_tokens, start)`, all or none: `start()` returns
+    the sequence's stream (an engine generation, or a driver such as the code loop running many)."""
     try:
-        admission.reserve(len(requests))
+        admission.reserve(len(starts))
     except QueueFull:
         metrics.rejected("queue_full")
         raise
     streams: list[AsyncIterator[Delta]] = []
     try:
-        for prompt_tokens, params in requests:
-            streams.append(engine.generate(prompt_tokens, params))  # validates (context length…) now
+        for _, start in starts:
+            streams.append(start())  # an engine validates (context length…) now, before any byte is sent
     except BaseException:
-        admission.release(len(requests))
+        admission.release(len(starts))
         raise
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     return [
-        TrackedStream(stream, admission, RequestMetrics(metrics, len(prompt)), deadline, timeout_s)
-        for stream, (prompt, _) in zip(streams, requests, strict=True)
+        TrackedStream(stream, admission, RequestMetrics(metrics, num_prompt), deadline, timeout_s)
+        for stream, (num_prompt, _) in zip(streams, starts, strict=True)
     ]
 
 
