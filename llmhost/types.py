@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from llmhost.errors import InvalidRequest
 
@@ -153,6 +154,11 @@ class EngineInfo:
     # The most bytes one token stands for (special-token spellings included), so a text longer than
     # `max_model_len x max_token_bytes` characters is refused without tokenizing it; None: unknown.
     max_token_bytes: int | None = None
+    # A prompt that extends an earlier one reuses its computed KV (prefix caching): a code-loop turn or a
+    # conversation's next message costs only its new tokens.
+    reuses_prefixes: bool = False
+    # A fallback chain (--fallback-model, --engine a,b): what was chosen and why earlier candidates failed.
+    load_report: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,9 @@ class ScriptedEngine:
         finally:
             self._num_running -= 1
 
+    def attach_listener(self, listener: object) -> None:
+        """In-process: never goes down by itself."""
+
     def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
         return list(text.encode("utf-8"))
 

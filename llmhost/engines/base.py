@@ -12,6 +12,17 @@ from typing import Protocol, runtime_checkable
 from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
 
 
+class EngineListener(Protocol):
+    """What the server state hears from an engine that can go down and come back by itself (a
+    supervised engine server that is restarted)."""
+
+    def engine_down(self, reason: str) -> None: ...
+
+    def engine_up(self) -> None: ...
+
+    def engine_restarted(self, label: str) -> None: ...
+
+
 @runtime_checkable
 class Engine(Protocol):
     async def start(self) -> None:
@@ -39,3 +50,7 @@ class Engine(Protocol):
 
     async def close(self) -> None:
         """Cancel all work and release the model."""
+
+    def attach_listener(self, listener: EngineListener) -> None:
+        """Whom to tell when the engine stops serving by itself and when it serves again. An engine that
+        cannot go down on its own (in-process) keeps no listener."""

@@ -5,12 +5,13 @@ earlier one failed (reported at start-up and in `/api/v1/model/info`)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llmhost.engines.base import Engine
+from llmhost.engines.base import Engine, EngineListener
 from llmhost.errors import ModelLoadError, ModelNotLoaded
 from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
 
@@ -44,13 +45,13 @@ class FallbackEngine:
         self._chosen: Engine | None = None
         self.chosen: Candidate | None = None
         self.failures: list[Failure] = []
-        self._listener: Any = None
+        self._listener: EngineListener | None = None
 
     @property
     def name(self) -> str:
         return self.chosen.engine if self.chosen is not None else "fallback chain"
 
-    def attach_listener(self, listener: Any) -> None:
+    def attach_listener(self, listener: EngineListener) -> None:
         self._listener = listener
 
     async def start(self) -> None:
@@ -63,9 +64,8 @@ class FallbackEngine:
             try:
                 # Building may convert a model (GGUF → HF for vLLM, a minute or more): off the event loop.
                 engine = await asyncio.to_thread(self._build, cand)
-                attach = getattr(engine, "attach_listener", None)
-                if attach is not None and self._listener is not None:
-                    attach(self._listener)
+                if self._listener is not None:
+                    engine.attach_listener(self._listener)
                 await engine.start()
                 await _prove_generation(engine)
             except Exception as exc:
@@ -122,7 +122,7 @@ class FallbackEngine:
         return self._engine().detokenize(token_ids)
 
     def info(self) -> EngineInfo:
-        return self._engine().info()
+        return dataclasses.replace(self._engine().info(), load_report=self.load_report())
 
     def stats(self) -> EngineStats:
         if self._chosen is None:

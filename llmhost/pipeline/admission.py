@@ -19,9 +19,12 @@ from llmhost.types import Delta
 
 class Admission:
     def __init__(self, max_num_seqs: int, max_queued: int | None) -> None:
+        self.num_in_flight = 0
+        self.resize(max_num_seqs, max_queued)
+
+    def resize(self, max_num_seqs: int, max_queued: int | None) -> None:
         # None: no bound beyond memory (vLLM's historical default); an operator should set one.
         self.capacity = None if max_queued is None else max_num_seqs + max_queued
-        self.num_in_flight = 0
 
     def reserve(self, num_seqs: int) -> None:
         # An idle server admits any single request, however large: a harness that sends its whole

@@ -51,9 +51,8 @@ class ServerState:
     _lifecycle_lock: asyncio.Lock = field(init=False, repr=False, default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
-        # An engine spread over replicas runs --max-num-seqs on each: it says how many it can run at once.
-        capacity = getattr(self.engine, "max_concurrency", None) or self.settings.max_num_seqs
-        self.admission = Admission(capacity, self.settings.max_queued_requests)
+        # Until the engine says how many sequences it runs at once (load_model), --max-num-seqs.
+        self.admission = Admission(self.settings.max_num_seqs, self.settings.max_queued_requests)
         self.metrics = ServerMetrics(self.served_names[0], self.engine.stats)
         self.generation = GenerationService(
             self.engine,
@@ -63,9 +62,7 @@ class ServerState:
             max_messages=self.settings.max_messages,
             timeout_s=self.settings.request_timeout,
         )
-        attach = getattr(self.engine, "attach_listener", None)  # engines that can die and come back
-        if attach is not None:
-            attach(self)
+        self.engine.attach_listener(self)  # an engine that can go down and come back tells us
 
     # -- what such an engine tells the server (llmhost/engines/upstream/engine.py EngineListener) -----
     def engine_down(self, reason: str) -> None:
@@ -98,6 +95,8 @@ class ServerState:
             try:
                 await self.engine.start()
                 info = self.engine.info()
+                # An engine spread over replicas runs --max-num-seqs on each: its info says the total.
+                self.admission.resize(info.max_num_seqs, self.settings.max_queued_requests)
                 if self.settings.chat_template:  # the operator's template wins over the model's
                     self.template = ChatTemplate.from_file(
                         self.settings.chat_template, bos_token=info.bos_token, eos_token=info.eos_token

@@ -32,6 +32,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from llmhost.context_window import completion_room
 from llmhost.engines.base import Engine
 from llmhost.errors import InvalidRequest
 from llmhost.tools.backends import ToolBackend
@@ -196,7 +197,7 @@ async def run_code_loop(
     try:
         while True:
             has_tools = num_turns < config.max_turns
-            room = max_model_len - len(context)
+            room = completion_room(len(context), max_model_len)
             budget = room if params.max_tokens is None else min(room, params.max_tokens - num_model)
             if budget < 1:
                 finish, stop_reason = FinishReason.LENGTH, None
@@ -258,7 +259,7 @@ async def run_code_loop(
             if not reply.observation:
                 continue  # an action without code: verl-tool answers an empty observation
             obs_text, obs_tokens = truncate_observation(engine, reply.observation, config.max_obs_length)
-            room = max(0, max_model_len - len(context))
+            room = max(0, completion_room(len(context), max_model_len))
             if len(obs_tokens) > room:  # the observation itself does not fit: keep what does, then stop
                 obs_tokens = obs_tokens[:room]
                 obs_text = engine.detokenize(obs_tokens) if obs_tokens else ""

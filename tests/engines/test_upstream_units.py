@@ -5,6 +5,7 @@ upstream_fake_server.py). The real-model paths are in test_upstream_engine.py an
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -444,7 +445,9 @@ async def test_chain_serves_the_first_candidate_that_generates_and_reports_the_r
     assert "model not found" in report["fallback_failures"][0]["error"]
     assert "illegal memory access" in report["fallback_failures"][1]["error"]
     assert broken.num_starts == 1 and not broken._is_running  # the failed one was closed again
-    assert chain.info() == good.info()
+    assert chain.info() == dataclasses.replace(
+        good.info(), load_report=report
+    )  # the chain's report rides along
     await chain.close()
     with pytest.raises(ModelLoadError, match="no engine and model of the chain loaded"):
         await FallbackEngine([Candidate("vllm", "missing")], build).start()

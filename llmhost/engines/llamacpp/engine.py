@@ -9,6 +9,7 @@ import os
 from collections.abc import AsyncIterator
 from collections.abc import Sequence as Seq
 
+from llmhost.engines.base import EngineListener
 from llmhost.engines.threaded import DeltaBridge, check_prompt, engine_stats
 from llmhost.errors import ModelLoadError, ModelNotLoaded
 from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
@@ -111,6 +112,7 @@ class LlamaCppEngine:
             eos_token=model.token_text(eos_id),
             supports_grammar=True,
             max_token_bytes=model.longest_token_bytes(),
+            reuses_prefixes=self._prefix_caching,
         )
         log.info(
             "loaded %s (%s) on cpu: max_model_len=%d, max_num_seqs=%d, threads=%d",
@@ -142,6 +144,9 @@ class LlamaCppEngine:
     def stats(self) -> EngineStats:
         s = self._scheduler
         return engine_stats(s, s.num_slots if s is not None else 1)
+
+    def attach_listener(self, listener: EngineListener) -> None:
+        """In-process: the engine never goes down by itself, so there is nothing to tell."""
 
     def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
         return self._require_model().tokenize(text, add_special=add_special)

@@ -16,6 +16,7 @@ from collections.abc import Sequence as Seq
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmhost.engines.base import EngineListener
 from llmhost.engines.gpu import choose_gpus
 from llmhost.engines.threaded import DeltaBridge, check_prompt, engine_stats
 from llmhost.errors import InvalidRequest, ModelLoadError, ModelNotLoaded
@@ -162,6 +163,9 @@ class TransformersEngine:
 
     def stats(self) -> EngineStats:
         return engine_stats(self._scheduler, self._max_num_seqs)
+
+    def attach_listener(self, listener: EngineListener) -> None:
+        """In-process: the engine never goes down by itself, so there is nothing to tell."""
 
     def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
         loaded = self._require_loaded()

@@ -15,11 +15,12 @@ import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
 from llmhost.client.sse import aiter_sse_data, is_done
+from llmhost.engines.base import EngineListener
 from llmhost.engines.threaded import check_prompt
 from llmhost.errors import (
     EngineError,
@@ -36,16 +37,6 @@ from .tokenizer import LocalTokenizer, load_tokenizer
 from .wire import DIALECTS, completion_body, finish_reason, parse_logprobs, parse_usage
 
 log = logging.getLogger("llmhost.upstream")
-
-
-class EngineListener(Protocol):
-    """What the server state hears from an engine that can go down and come back by itself."""
-
-    def engine_down(self, reason: str) -> None: ...
-
-    def engine_up(self) -> None: ...
-
-    def engine_restarted(self, label: str) -> None: ...
 
 
 class UpstreamEngine:
@@ -94,7 +85,8 @@ class UpstreamEngine:
 
     @property
     def max_concurrency(self) -> int:
-        """Sequences llmhost lets run at once: --max-num-seqs on every backend (replica)."""
+        """Sequences llmhost lets run at once: --max-num-seqs on every backend (replica); also
+        `info().max_num_seqs` once started."""
         return self._max_num_seqs
 
     @property
