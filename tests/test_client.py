@@ -12,7 +12,6 @@ from llmhost.client import (
     LlmhostHTTPError,
     LlmhostStreamError,
     LlmhostTimeoutError,
-    SSEDecoder,
     server_message,
 )
 from tests.conftest import TEST_MAX_MODEL_LEN, free_port, start_server, stop_server
@@ -152,14 +151,6 @@ def test_server_message_reads_every_face_shape():
     assert server_message({"detail": [{"msg": "a"}, {"msg": "b"}]}, "f") == "a; b"
     assert server_message({"status": "error", "message": "m4"}, "f") == "m4"
     assert server_message("not json", "fallback") == "fallback"
-
-
-def test_sse_decoder_joins_data_lines_and_skips_comments():
-    decoder = SSEDecoder()
-    lines = [": ping", 'data: {"a":', "data: 1}", "", "event: x", "data:[DONE]", ""]
-    out = [d for d in (decoder.feed(line) for line in lines) if d is not None]
-    assert out == ['{"a":\n1}', "[DONE]"]
-    assert decoder.feed("data: tail") is None and decoder.flush() == "tail"
 
 
 def test_an_error_event_in_an_openai_stream_raises():

@@ -26,7 +26,9 @@ import httpx
 
 from llmhost.benchmarking.stats import RequestResult
 from llmhost.benchmarking.workload import Prompt
-from llmhost.client import SSEDecoder, server_message
+from llmhost.client import server_message
+from llmhost.client.sse import aiter_sse_data
+from llmhost.client.sse import is_done as sse_done
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +104,8 @@ async def send_request(http: httpx.AsyncClient, spec: RequestSpec, prompt: Promp
                 message = server_message(body, response.text.strip()[:200] or response.reason_phrase)
                 result.error = f"HTTP {response.status_code}: {message}"
                 return result
-            decoder = SSEDecoder()
-            async for line in response.aiter_lines():
-                data = decoder.feed(line)
-                if data is None:
-                    continue
-                if data.strip() == "[DONE]":
+            async for data in aiter_sse_data(response):
+                if sse_done(data):
                     is_done = True
                     break
                 now = time.perf_counter()

@@ -34,7 +34,6 @@ from llmhost.client.wire import (
     LlmhostStreamError,
     LlmhostTimeoutError,
     Message,
-    SSEDecoder,
     _Base,
     _chat_answer,
     _chat_body,
@@ -57,7 +56,6 @@ __all__ = [
     "LlmhostHTTPError",
     "LlmhostStreamError",
     "LlmhostTimeoutError",
-    "SSEDecoder",
     "server_message",
 ]
 

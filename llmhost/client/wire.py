@@ -119,32 +119,6 @@ def _health(response: httpx.Response) -> dict[str, Any]:
     return _json(response)
 
 
-class SSEDecoder:
-    """Server-sent events to their `data` payloads (multi-line data joined; comments and pings skipped),
-    fed line by line. Only `llmhost bench`'s load generator still uses it; readers of an httpx response
-    take `llmhost.client.sse`, which decodes with httpx-sse."""
-
-    def __init__(self) -> None:
-        self._data: list[str] = []
-
-    def feed(self, line: str) -> str | None:
-        line = line.rstrip("\r")
-        if not line:
-            return self.flush()
-        if line.startswith(":"):
-            return None
-        field, _, value = line.partition(":")
-        if field == "data":
-            self._data.append(value[1:] if value.startswith(" ") else value)
-        return None
-
-    def flush(self) -> str | None:
-        if not self._data:
-            return None
-        data, self._data = "\n".join(self._data), []
-        return data
-
-
 def _event(data: str) -> dict[str, Any] | None:
     """The decoded event, or None for the OpenAI stream's closing `[DONE]`."""
     if is_done(data):
