@@ -24,6 +24,7 @@ from llmhost.faces import ops, predict, rewards, simple, tools
 from llmhost.server.auth import ApiKeyMiddleware, load_api_keys
 from llmhost.server.body_limit import BodyLimitMiddleware
 from llmhost.server.errors import ErrorShapes, install_error_handlers
+from llmhost.server.item_limit import BodyLimits
 from llmhost.server.state import ServerState
 from llmhost.tools.observation import ObservationService
 
@@ -67,7 +68,8 @@ def create_app(
     app = FastAPI(title="llmhost", version=__version__, lifespan=lifespan)
     app.state.llmhost = state
     app.state.observation_service = observation
-    app.state.max_body_items = settings.max_messages  # read by every face's route class (ItemLimitRoute)
+    # Read by the faces' route class before FastAPI validates a body (server/item_limit.py).
+    app.state.body_limits = BodyLimits(settings.max_messages)
     shapes = ErrorShapes()
     for face in FACES:
         face.mount(app, shapes)

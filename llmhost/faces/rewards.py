@@ -30,9 +30,10 @@ from llmhost.rewards.letters import (
 )
 from llmhost.server.deps import StateDep
 from llmhost.server.errors import ErrorShapes
+from llmhost.server.item_limit import ItemLimitRoute
 from llmhost.types import SamplingParams
 
-router = APIRouter(tags=["rewards"])
+router = APIRouter(tags=["rewards"], route_class=ItemLimitRoute)
 
 Number = Annotated[float, Field(strict=True)]
 

@@ -133,3 +133,33 @@ def test_the_server_still_answers_after_all_of_that(big_server):
         timeout=60,
     )
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+
+
+def test_probes_answer_while_a_body_of_many_small_objects_is_parsed_and_refused(big_server):
+    """About 7 MiB of empty text parts: parsed off the event loop (the C parser would hold it for the
+    whole document), then refused before validation for holding too many JSON objects."""
+    parts = [{"type": "text", "text": ""}] * 250_000
+    answer: dict[str, httpx.Response] = {}
+
+    def send() -> None:
+        answer["r"] = httpx.post(
+            f"{big_server.url}/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": parts}]},
+            timeout=300,
+        )
+
+    worst = probe_while(big_server, threading.Thread(target=send))
+    print(f"worst probe latency while 250,000 JSON objects were parsed and refused: {worst}")
+    r = answer["r"]
+    assert r.status_code == 400 and "JSON objects and arrays" in r.json()["error"]["message"], r.text
+    assert max(worst.values()) < PROBE_BOUND_S
+
+
+def test_a_large_body_that_is_not_json_is_a_400_naming_the_problem(big_server):
+    r = httpx.post(
+        f"{big_server.url}/v1/chat/completions",
+        content=b'{"messages": [' + b'{"role": "user", "content": "hi"},' * 20_000 + b"oops",
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"], r.text

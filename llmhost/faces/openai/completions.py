@@ -12,13 +12,14 @@ from fastapi import APIRouter, Request
 from llmhost.errors import InvalidRequest
 from llmhost.pipeline import Generation, GenerationRequest, TextInput, TokenInput
 from llmhost.server.deps import StateDep
+from llmhost.server.item_limit import ItemLimitRoute
 from llmhost.server.sse import sse_response
 
 from .encode import ChunkEncoder, finish_reason, usage
 from .logprobs import completion_logprobs
 from .schemas import CompletionRequest
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], route_class=ItemLimitRoute)
 
 
 @router.get("/v1/models")
