@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from fastapi.middleware.cors import CORSMiddleware
 
 from llmhost import __version__
@@ -31,6 +32,7 @@ from llmhost.tools.observation import ObservationService
 log = logging.getLogger("llmhost.server")
 
 FACES = (ops, openai_face, simple, predict, tools, rewards)
+DOCS_ASSETS_URL = "/docs-assets"
 
 
 def create_app(
@@ -65,7 +67,8 @@ def create_app(
             await state.tool_http.aclose()
             state.generation.close()
 
-    app = FastAPI(title="llmhost", version=__version__, lifespan=lifespan)
+    # The API docs (/docs, /redoc) with their scripts served from the package: no CDN, so they work offline.
+    app = FastAPIOffline(title="llmhost", version=__version__, lifespan=lifespan, static_url=DOCS_ASSETS_URL)
     app.state.llmhost = state
     app.state.observation_service = observation
     # Read by the faces' route class before FastAPI validates a body (server/item_limit.py).
