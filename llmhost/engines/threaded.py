@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -99,6 +100,31 @@ def check_prompt(
     ensure_fits([len(prompt)], [params.max_tokens], info.max_model_len)
     room = completion_room(len(prompt), info.max_model_len)
     return prompt, room
+
+
+_request_counter = itertools.count()
+
+
+def queue_generation(
+    bridge: DeltaBridge,
+    scheduler: _Submits | None,
+    info: EngineInfo,
+    new_sequence: Callable[..., GenerationState],
+    prompt_tokens: Sequence[int],
+    params: SamplingParams,
+    request_id: str | None,
+) -> AsyncIterator[Delta]:
+    """Check a prompt (`check_prompt`), make the engine's sequence for it and stream its deltas."""
+    if scheduler is None:
+        raise ModelNotLoaded("the engine is not running")
+    prompt, room = check_prompt(prompt_tokens, params, info)
+    seq = new_sequence(
+        request_id=request_id or f"req-{next(_request_counter)}",
+        prompt=prompt,
+        params=params,
+        max_tokens=params.max_tokens or room,
+    )
+    return bridge.stream(seq, scheduler)
 
 
 class _Submits(Protocol):

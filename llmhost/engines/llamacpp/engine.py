@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 from collections.abc import AsyncIterator
 from collections.abc import Sequence as Seq
 
 from llmhost.engines.base import EngineListener
-from llmhost.engines.threaded import DeltaBridge, check_prompt, engine_stats
+from llmhost.engines.threaded import DeltaBridge, engine_stats, queue_generation
 from llmhost.errors import ModelLoadError, ModelNotLoaded
 from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
 
@@ -20,7 +19,6 @@ from .scheduler import Scheduler, Sequence
 
 log = logging.getLogger("llmhost.llamacpp")
 
-_request_counter = itertools.count()
 # llama.cpp sizes a context with a uint32 count of KV cells and indexes it with int32.
 _MAX_CONTEXT_CELLS = 2**31 - 1
 
@@ -158,18 +156,11 @@ class LlamaCppEngine:
         self, prompt_tokens: Seq[int], params: SamplingParams, request_id: str | None = None
     ) -> AsyncIterator[Delta]:
         info = self.info()
-        if self._scheduler is None:
-            raise ModelNotLoaded("the engine is not running")
-        prompt, room = check_prompt(prompt_tokens, params, info)
-        if params.grammar is not None:
+        if params.grammar is not None and self._scheduler is not None:
             check_grammar(self._require_model(), params.grammar)  # a bad grammar fails before queueing
-        seq = Sequence(
-            request_id=request_id or f"req-{next(_request_counter)}",
-            prompt=prompt,
-            params=params,
-            max_tokens=params.max_tokens or room,
+        return queue_generation(
+            self._bridge, self._scheduler, info, Sequence, prompt_tokens, params, request_id
         )
-        return self._bridge.stream(seq, self._scheduler)
 
     def _require_model(self) -> LlamaModel:
         if self._model is None:

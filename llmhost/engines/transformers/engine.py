@@ -8,7 +8,6 @@ llama.cpp cannot read; every face sees the same deltas, stops, usage and logprob
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmhost.engines.base import EngineListener
 from llmhost.engines.gpu import choose_gpus
-from llmhost.engines.threaded import DeltaBridge, check_prompt, engine_stats
+from llmhost.engines.threaded import DeltaBridge, engine_stats, queue_generation
 from llmhost.errors import InvalidRequest, ModelLoadError, ModelNotLoaded
 from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
 
@@ -27,8 +26,6 @@ log = logging.getLogger("llmhost.transformers")
 if TYPE_CHECKING:  # torch and transformers load only when the engine starts
     from .loader import LoadedModel
     from .scheduler import Scheduler
-
-_request_counter = itertools.count()
 
 
 class TransformersEngine:
@@ -184,22 +181,15 @@ class TransformersEngine:
         from .scheduler import Sequence
 
         info = self.info()
-        if self._scheduler is None:
-            raise ModelNotLoaded("the engine is not running")
-        prompt, room = check_prompt(prompt_tokens, params, info)
         if params.grammar is not None:  # refused rather than silently answered unconstrained
             raise InvalidRequest(
                 "structured outputs (response_format json_object/json_schema) need the llama.cpp engine "
                 "or a vLLM/SGLang/llama-server upstream; the transformers engine does not constrain output",
                 param="response_format",
             )
-        seq = Sequence(
-            request_id=request_id or f"req-{next(_request_counter)}",
-            prompt=prompt,
-            params=params,
-            max_tokens=params.max_tokens or room,
+        return queue_generation(
+            self._bridge, self._scheduler, info, Sequence, prompt_tokens, params, request_id
         )
-        return self._bridge.stream(seq, self._scheduler)
 
     def _require_loaded(self) -> LoadedModel:
         if self._loaded is None:
