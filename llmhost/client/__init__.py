@@ -64,15 +64,8 @@ __all__ = [
 class Client(_Base):
     """Blocking client. Use as a context manager, or call `close()`."""
 
-    def __init__(
-        self,
-        base_url: str = DEFAULT_BASE_URL,
-        *,
-        timeout: float | None = DEFAULT_TIMEOUT_S,
-        api_key: str | None = None,
-    ) -> None:
-        super().__init__(base_url, timeout=timeout, api_key=api_key)
-        self._http = httpx.Client(base_url=self.base_url, headers=self._headers, timeout=self._timeout)
+    _http: httpx.Client
+    _http_class = httpx.Client
 
     def __enter__(self) -> Client:
         return self
@@ -173,15 +166,8 @@ class Client(_Base):
 class AsyncClient(_Base):
     """The same methods as `Client`, as coroutines and async iterators."""
 
-    def __init__(
-        self,
-        base_url: str = DEFAULT_BASE_URL,
-        *,
-        timeout: float | None = DEFAULT_TIMEOUT_S,
-        api_key: str | None = None,
-    ) -> None:
-        super().__init__(base_url, timeout=timeout, api_key=api_key)
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=self._timeout)
+    _http: httpx.AsyncClient
+    _http_class = httpx.AsyncClient
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -137,6 +137,7 @@ def _chunk(data: str) -> dict[str, Any] | None:
 
 
 class _Base:
+    _http_class: Any  # httpx.Client or httpx.AsyncClient
     def __init__(
         self,
         base_url: str = DEFAULT_BASE_URL,
@@ -147,6 +148,8 @@ class _Base:
         self.base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = httpx.Timeout(timeout, connect=min(timeout or 10.0, 10.0))
+        # The subclass says which httpx client it drives (blocking or asyncio).
+        self._http = self._http_class(base_url=self.base_url, headers=self._headers, timeout=self._timeout)
 
     def _transport_error(self, exc: httpx.TransportError) -> LlmhostConnectionError:
         if isinstance(exc, httpx.TimeoutException):
