@@ -11,11 +11,12 @@ an optional `"max_tokens"` (or `"output_len"`) overrides `--output-len` for that
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from llmhost.jsonl import read_jsonl
 
 # Short, frequent words: each is a single token for the common BPE vocabularies (GPT-2, Llama, Qwen).
 WORDS = (
@@ -113,20 +114,7 @@ def _prompt(obj: Any, where: str) -> Prompt:
 
 def load_prompts(path: str | Path) -> list[Prompt]:
     """Every prompt in a JSONL file, in order; blank lines skipped, any other bad line named."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WorkloadError(f"{path}: cannot read: {exc}") from exc
-    prompts: list[Prompt] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            raise WorkloadError(f"{path}:{number}: not valid JSON ({exc})") from exc
-        prompts.append(_prompt(obj, f"{path}:{number}"))
+    prompts = [_prompt(obj, where) for _, where, obj in read_jsonl(path, WorkloadError)]
     if not prompts:
         raise WorkloadError(f"{path}: no prompts")
     return prompts

@@ -12,7 +12,6 @@ second too when the API reports usage (the chat API does, /predict does not).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from llmhost.client import AsyncClient, LlmhostClientError, LlmhostHTTPError
+from llmhost.jsonl import read_jsonl
 
 APIS = ("predict", "predict-batch", "chat")
 QUESTION_KEYS = ("question", "prompt")
@@ -86,20 +86,8 @@ def load_dataset(path: str | Path) -> list[QAItem]:
     """QA items from JSONL lines `{"question"|"prompt": str, "answer"|"reference": str}`.
 
     Blank lines are skipped; any other bad line raises `DatasetError` naming the file and line."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read: {exc}") from exc
     items: list[QAItem] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            raise DatasetError(f"{where}: not valid JSON ({exc})") from exc
+    for number, where, obj in read_jsonl(path, DatasetError):
         if not isinstance(obj, dict):
             raise DatasetError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         items.append(QAItem(number, _field(obj, QUESTION_KEYS, where), _field(obj, ANSWER_KEYS, where)))
