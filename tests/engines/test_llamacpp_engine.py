@@ -174,3 +174,27 @@ async def test_as_many_sequences_as_batch_tokens_all_finish(model_path):
         assert all(len(tokens) == 6 for _, tokens, _ in results)
     finally:
         await engine.close()
+
+
+def test_detokenizing_from_many_threads_at_once_gives_each_its_own_text(model_path):
+    """The scheduler thread and the prompt-preparing pool look token pieces up at the same time; every
+    lookup that misses the cache calls llama.cpp with the GIL released, so each needs its own buffer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llmhost.engines.llamacpp.backend import LlamaModel
+
+    reference = LlamaModel(str(model_path), vocab_only=True)
+    expected = {t: reference.piece(t) for t in range(0, reference.n_vocab, 7)}
+    fresh = LlamaModel(str(model_path), vocab_only=True)  # an empty piece cache: every lookup misses once
+    ids = list(expected)
+
+    def look_up(offset: int) -> dict[int, bytes]:
+        order = ids[offset:] + ids[:offset]
+        return {t: fresh.piece(t) for t in order}
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(look_up, (0, len(ids) // 4, len(ids) // 2, 3 * len(ids) // 4)))
+    for found in results:
+        assert found == expected
+    reference.close()
+    fresh.close()

@@ -67,7 +67,6 @@ class LlamaModel:
         self.size_bytes = int(C.llama_model_size(self.ptr))
         self.eog_token_ids = tuple(t for t in range(self.n_vocab) if C.llama_vocab_is_eog(self.vocab, t))
         self._piece_cache: dict[int, bytes] = {}
-        self._piece_buf = ctypes.create_string_buffer(256)
 
     def close(self) -> None:
         if self.ptr:
@@ -120,13 +119,14 @@ class LlamaModel:
         """The bytes a token contributes to visible text (special/control tokens contribute none)."""
         cached = self._piece_cache.get(token_id)
         if cached is None:
-            n = C.llama_token_to_piece(self.vocab, token_id, self._piece_buf, 256, 0, False)
+            # A buffer per call: the scheduler thread and the prompt-preparing threads look pieces up at
+            # once, and ctypes lets the GIL go during the call. Each token misses the cache once.
+            buf = ctypes.create_string_buffer(256)
+            n = C.llama_token_to_piece(self.vocab, token_id, buf, 256, 0, False)
             if n < 0:
-                big = ctypes.create_string_buffer(-n)
-                n = C.llama_token_to_piece(self.vocab, token_id, big, -n, 0, False)
-                cached = big.raw[:n]
-            else:
-                cached = self._piece_buf.raw[:n]
+                buf = ctypes.create_string_buffer(-n)
+                n = C.llama_token_to_piece(self.vocab, token_id, buf, -n, 0, False)
+            cached = buf.raw[:n]
             self._piece_cache[token_id] = cached
         return cached
 
