@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build native llama.cpp `llama-server`, `llama-bench` and `llama-batched-bench` (CPU only) from the
-# llama.cpp source vendored inside the llama-cpp-python sdist that llmhost uses, so that
+# llama.cpp source vendored inside the llama-cpp-python sdist that llmhost uses: `--engine llama-server`
+# runs this llama-server (llmhost/engines/upstream/programs.py finds it), and
 # benchmarks/bench_vs_llama_server.py compares llmhost with the very same llama.cpp.
 #
 #   scripts/build-llama-server.sh        # or: make llama-server
@@ -8,6 +9,8 @@
 # Output: .llama-server/bin/{llama-server,llama-bench,llama-batched-bench} (statically linked against
 # llama/ggml), .llama-server/VERSION (the stamp). Idempotent: when the three binaries exist and the stamp
 # matches, it exits 0 at once. The sdist comes through `pip download` (pip's cache when it holds it).
+# Exit 1 when it cannot build; the reason is then in .llama-server/build.failed (the engine's "not found"
+# error and the tests' skip quote it), removed again by the next success.
 # Needs cmake and a C++ compiler; where they are missing and apt-get works (root), it installs them.
 # About 10-15 minutes on 2 cores. Environment: PYTHON (default python3), JOBS (default 2).
 set -euo pipefail
@@ -40,8 +43,11 @@ BIN="$OUT/bin"
 STAMP="$OUT/VERSION"
 WANT_STAMP="llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION cpu $(uname -m) ${CMAKE_FLAGS[*]}"
 
+FAILED="$OUT/build.failed"
+
 die() {
     echo "build-llama-server: ERROR: $*" >&2
+    mkdir -p "$OUT" && printf '%s\n' "$*" >"$FAILED"
     exit 1
 }
 say() { echo "build-llama-server: $*"; }
@@ -52,6 +58,7 @@ have_all_binaries() {
 }
 
 if have_all_binaries && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT_STAMP" ]; then
+    rm -f "$FAILED"
     say "up to date: $BIN (llama.cpp from llama-cpp-python $LLAMA_CPP_PYTHON_VERSION)"
     exit 0
 fi
@@ -112,6 +119,7 @@ for t in "${TARGETS[@]}"; do
 done
 "$BIN/llama-server" --version >/dev/null 2>&1 || die "$BIN/llama-server does not run"
 printf '%s\n' "$WANT_STAMP" >"$STAMP"
+rm -f "$FAILED"
 say "built ${TARGETS[*]} into $BIN in $(($(date +%s) - start))s"
 exit 0
 }

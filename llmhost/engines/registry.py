@@ -55,7 +55,8 @@ def _transformers(settings: Settings, source: ModelSource, name: str) -> Engine:
 
 
 def _supervised(kind: str) -> Callable[[Settings, ModelSource, str], Engine]:
-    """vLLM, SGLang, LMDeploy, llama-server: a supervised child server (llmhost/engines/upstream)."""
+    """vLLM, SGLang, LMDeploy, llama.cpp's llama-server, llama-cpp-python's server: a supervised child
+    server (llmhost/engines/upstream)."""
 
     def factory(settings: Settings, source: ModelSource, name: str) -> Engine:
         from llmhost.engines.upstream import supervised_engine
@@ -70,7 +71,10 @@ ENGINES: dict[str, Callable[[Settings, ModelSource, str], Engine]] = {
     "vllm": _supervised("vllm"),
     "sglang": _supervised("sglang"),
     "lmdeploy": _supervised("lmdeploy"),
+    # llama.cpp's native server binary. Before, this name ran llama-cpp-python's Python server (now
+    # "llama-cpp-python"): configs that say llama-server get the native one, with a note if it is missing.
     "llama-server": _supervised("llama-server"),
+    "llama-cpp-python": _supervised("llama-cpp-python"),
     "transformers": _transformers,
 }
 

@@ -1,5 +1,10 @@
-"""`llmhost serve` over upstream engines, end to end: attached to a running llama_cpp.server, supervising
-one (killed mid-request), a fallback chain past a broken model, and two replicas sharing the load."""
+"""`llmhost serve` over upstream engines, end to end: attached to a running llama_cpp.server; each
+supervised llama.cpp server answering chat completions, streamed and not (native llama-server also two at
+once); llama-cpp-python's server killed mid-request and restarted; a fallback chain past a broken model;
+and two native llama-server replicas sharing the load.
+
+Native llama-server is the binary `make test` builds (scripts/build-llama-server.sh); where that build
+cannot work, its tests skip with the build's reason."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import httpx
 import openai
 import pytest
 
+from llmhost.engines.upstream.programs import BUILD_FAILED, find_llama_server
 from tests.conftest import RunningServer, start_server, stop_server, wait_ready
 from tests.llama_server import N_CTX, greedy_reference, render_chat, start_llama_server
 
@@ -85,8 +91,99 @@ def test_attach_answers_as_the_upstream_itself(tmp_path, llama_server, model_pat
     assert "sk-upstream-secret" not in srv.log()
 
 
+def _native_llama_server_or_skip() -> None:
+    if find_llama_server() is None:
+        why = BUILD_FAILED.read_text().strip() if BUILD_FAILED.is_file() else "it has not been built"
+        pytest.skip(f"no native llama-server (make llama-server; LLMHOST_LLAMA_SERVER): {why}")
+
+
+@pytest.fixture(scope="module")
+def native_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    _native_llama_server_or_skip()
+    logs = tmp_path_factory.mktemp("native")
+    srv = start_server(logs, "--engine", "llama-server", "--engine-log-dir", str(logs), *SMALL)
+    yield srv
+    stop_server(srv)
+
+
+def _chat_and_stream(srv: RunningServer) -> openai.types.CompletionUsage:
+    """A chat completion with logprobs, then the same streamed; returns the stream's usage."""
+    client = _client(srv)
+    r = client.chat.completions.create(
+        model="x", messages=QUESTION, max_tokens=16, temperature=0, logprobs=True, top_logprobs=2
+    )
+    content = r.choices[0].message.content
+    assert content and r.usage.completion_tokens <= 16
+    tokens = r.choices[0].logprobs.content
+    assert b"".join(bytes(t.bytes) for t in tokens).decode() == content
+    assert all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in tokens)
+    chunks = list(
+        client.chat.completions.create(
+            model="x",
+            messages=QUESTION,
+            max_tokens=16,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    [usage] = [c.usage for c in chunks if c.usage is not None]
+    assert usage.prompt_tokens == r.usage.prompt_tokens
+    return usage
+
+
+def test_native_llama_server_answers_chat_and_stream(native_server):
+    usage = _chat_and_stream(native_server)
+    # Its prompt cache: the streamed request found the first one's prompt already computed.
+    assert usage.prompt_tokens_details.cached_tokens > 0
+    health = httpx.get(f"{native_server.url}/health").json()
+    assert health["engine"] == "llama-server"
+
+
+def test_native_llama_server_decodes_two_requests_at_once(native_server):
+    log_path = Path(re.search(r"\(log (\S+llama-server\.log)\)", native_server.log()).group(1))
+    offset = len(log_path.read_bytes())
+    aclient = _async_client(native_server)
+
+    async def ask(i: int) -> int:
+        msg = [{"role": "user", "content": f"Count from {i} upwards."}]
+        r = await aclient.chat.completions.create(
+            model="x", messages=msg, max_tokens=32, temperature=0, extra_body={"ignore_eos": True}
+        )
+        return r.usage.completion_tokens
+
+    assert asyncio.run(_gather(ask, 2)) == [32, 32]
+    assert _most_slots_busy(log_path.read_bytes()[offset:].decode(errors="replace")) == 2
+
+
+def _most_slots_busy(log_text: str) -> int:
+    """The most sequences llama-server had in its slots at once, from its slot log lines."""
+    busy = most = 0
+    for line in log_text.splitlines():
+        if "| processing task" in line:
+            busy += 1
+            most = max(most, busy)
+        elif "| stop processing" in line:
+            busy -= 1
+    return most
+
+
+def test_llama_cpp_python_answers_chat_and_stream(tmp_path):
+    srv = start_server(tmp_path, "--engine", "llama-cpp-python", "--engine-log-dir", str(tmp_path), *SMALL)
+    try:
+        _chat_and_stream(srv)
+        assert httpx.get(f"{srv.url}/health").json()["engine"] == "llama-cpp-python"
+    finally:
+        stop_server(srv)
+
+
+def _async_client(server: RunningServer) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=300)
+
+
 def test_supervised_engine_is_restarted_after_kill_9(tmp_path):
-    srv = start_server(tmp_path, "--engine", "llama-server", "--engine-log-dir", str(tmp_path), *SMALL)
+    srv = start_server(tmp_path, "--engine", "llama-cpp-python", "--engine-log-dir", str(tmp_path), *SMALL)
     try:
         client = _client(srv)
         [child] = _child_pids(srv)
@@ -112,7 +209,7 @@ def test_supervised_engine_is_restarted_after_kill_9(tmp_path):
         thread.join(60)
         [err] = outcome
         assert isinstance(err, openai.APIStatusError) and err.status_code == 503, err
-        assert "llama-server" in err.message
+        assert "llama-cpp-python" in err.message
         # /health says what happens until the new child answers (it may already be back).
         body = httpx.get(f"{srv.url}/health").json()
         assert (
@@ -124,7 +221,7 @@ def test_supervised_engine_is_restarted_after_kill_9(tmp_path):
         pids = _child_pids(srv)
         assert len(pids) == 2 and pids[1] != child
         metrics = httpx.get(f"{srv.url}/metrics").text
-        assert re.search(r'llmhost:engine_restarts_total\{engine="llama-server",[^}]*\} 1\.0', metrics)
+        assert re.search(r'llmhost:engine_restarts_total\{engine="llama-cpp-python",[^}]*\} 1\.0', metrics)
         # Unloading stops the child; loading starts a new one.
         assert httpx.post(f"{srv.url}/api/v1/model/unload", timeout=60).json()["status"] == "unloaded"
         with pytest.raises(ProcessLookupError):
@@ -158,26 +255,27 @@ def test_fallback_chain_serves_the_second_model_and_says_why(tmp_path, model_pat
         "--fallback-model",
         str(model_path),
         "--engine",
-        "llama-server",
+        "llama-cpp-python",
         "--engine-log-dir",
         str(tmp_path),
         *SMALL,
     )
     try:
         info = httpx.get(f"{srv.url}/api/v1/model/info").json()
-        assert info["chosen_engine"] == "llama-server" and info["chosen_model"] == str(model_path)
+        assert info["chosen_engine"] == "llama-cpp-python" and info["chosen_model"] == str(model_path)
         [failure] = info["fallback_failures"]
-        assert failure["model"] == str(broken) and failure["engine"] == "llama-server"
+        assert failure["model"] == str(broken) and failure["engine"] == "llama-cpp-python"
         assert "ModelLoadError" in failure["error"]
         assert info["model_name"] == "broken"  # clients keep the name they know
         r = _client(srv).chat.completions.create(model="x", messages=QUESTION, max_tokens=4)
         assert r.choices[0].message.content
-        assert "fallback chain: llama-server with" in srv.log() and str(broken) in srv.log()
+        assert "fallback chain: llama-cpp-python with" in srv.log() and str(broken) in srv.log()
     finally:
         stop_server(srv)
 
 
 def test_two_replicas_share_concurrent_requests(tmp_path):
+    _native_llama_server_or_skip()
     srv = start_server(
         tmp_path, "--engine", "llama-server", "--replicas", "2", "--engine-log-dir", str(tmp_path), *SMALL
     )
@@ -185,7 +283,7 @@ def test_two_replicas_share_concurrent_requests(tmp_path):
         logs = [tmp_path / "llama-server-0.log", tmp_path / "llama-server-1.log"]
         wait_ready(srv)  # the readiness probe's one-token request is not one of the 8
         before = [_completions_served(p) for p in logs]
-        aclient = openai.AsyncOpenAI(base_url=f"{srv.url}/v1", api_key="unused", max_retries=0, timeout=300)
+        aclient = _async_client(srv)
 
         async def ask(i: int) -> str:
             msg = [{"role": "user", "content": f"Say a word about the number {i}."}]
@@ -205,4 +303,4 @@ async def _gather(fn, n: int) -> list:
 
 
 def _completions_served(log: Path) -> int:
-    return log.read_text(errors="replace").count('"POST /v1/completions HTTP/1.1" 200')
+    return log.read_text(errors="replace").count("| stop processing")  # llama-server: a slot freed

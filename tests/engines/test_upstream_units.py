@@ -1,6 +1,7 @@
 """Upstream engines without a model: command lines, vLLM memory failures, GPU sets, routing, the wire
 mapping, and the supervisor's process handling against a tiny real HTTP child (tests/engines/
-upstream_fake_server.py). The real-model paths are in test_upstream_engine.py and tests/e2e."""
+upstream_fake_server.py). The llama.cpp servers' own units are in test_llama_cpp_servers.py; the
+real-model paths are in test_upstream_engine.py and tests/e2e."""
 
 from __future__ import annotations
 
@@ -92,15 +93,6 @@ def test_lmdeploy_rejects_a_quantization_it_cannot_read():
 
     with pytest.raises(ModelLoadError, match="bitsandbytes"):
         KINDS["lmdeploy"].build(replace(SPEC, quantization="bitsandbytes"), 1)
-
-
-def test_llama_server_command_and_defaults():
-    spec = LaunchSpec(kind="llama-server", model_path="/m.gguf", served_name="smol", threads=1)
-    flags = _pairs(KINDS["llama-server"].build(spec, 99))
-    assert flags["-m"] == "llama_cpp.server" and flags["--model"] == "/m.gguf"
-    assert flags["--n_ctx"] == "0" and flags["--n_threads"] == "1" and flags["--n_gpu_layers"] == "0"
-    assert flags["--interrupt_requests"] == "false"  # queue, never cut the running stream
-    assert flags["--model_alias"] == "smol"
 
 
 def test_no_optional_flags_when_unset():
@@ -465,7 +457,8 @@ def test_gpu_engines_keep_their_own_concurrency_unless_told(model_path, tmp_path
     told = supervised_engine(Settings.load(gpu="none", max_num_seqs=32), hf, "qwen", "vllm")
     assert told.max_concurrency == 32 and "--max-num-seqs" in KINDS["vllm"].build(told.backends[0].spec, 1)
     gguf = ModelSource(model_path, "gguf", "smol")
-    assert supervised_engine(Settings.load(gpu="none"), gguf, "smol", "llama-server").max_concurrency == 8
+    cpu = supervised_engine(Settings.load(gpu="none"), gguf, "smol", "llama-cpp-python")
+    assert cpu.max_concurrency == 8
     # A GGUF for vLLM is converted with the engine's interpreter; one that does not exist fails clearly.
     with pytest.raises(ModelLoadError, match="does not exist"):
         monkeypatch.setenv("LLMHOST_CONVERTED_DIR", str(tmp_path))  # no cached conversion to reuse

@@ -1,5 +1,6 @@
 """Upstream engines: attach to any OpenAI-compatible server, or launch and supervise vLLM, SGLang,
-LMDeploy or llama-cpp-python's server (one or several replicas) and serve through it."""
+LMDeploy, llama.cpp's native llama-server or llama-cpp-python's server (one or several replicas) and serve
+through it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .supervisor import Supervisor
 log = logging.getLogger("llmhost.upstream")
 
 GPU_ENGINE_MAX_NUM_SEQS = 256  # vLLM's own default --max-num-seqs
+CPU_KINDS = ("llama-server", "llama-cpp-python")  # sized by llmhost's --max-num-seqs, as in process
 
 __all__ = ["KINDS", "UpstreamEngine", "attach_engine", "supervised_engine", "replica_gpu_sets"]
 
@@ -46,7 +48,8 @@ GPU_PLANNED_KINDS = ("vllm", "sglang", "lmdeploy")  # engines that size a KV cac
 
 
 def supervised_engine(settings: Any, source: ModelSource, name: str, kind_name: str) -> UpstreamEngine:
-    """`--engine vllm|sglang|lmdeploy|llama-server`: launch `--replicas` children and serve through them."""
+    """`--engine vllm|sglang|lmdeploy|llama-server|llama-cpp-python`: launch `--replicas` children and
+    serve through them."""
     from llmhost.models.convert import engine_model_path
 
     kind = KINDS[kind_name]
@@ -57,10 +60,13 @@ def supervised_engine(settings: Any, source: ModelSource, name: str, kind_name: 
     tp = settings.tensor_parallel_size
     # --max-num-seqs defaults to 8 for the in-process CPU engine; a GPU engine left to its own default
     # (vLLM's 256) runs far more at once, and llmhost admits as many. An explicit value goes to both.
-    explicit_seqs = "max_num_seqs" in settings.model_fields_set or kind_name == "llama-server"
+    explicit_seqs = "max_num_seqs" in settings.model_fields_set or kind_name in CPU_KINDS
     seqs_per_server = settings.max_num_seqs if explicit_seqs else GPU_ENGINE_MAX_NUM_SEQS
     gpu_sets = replica_gpu_sets(getattr(settings, "gpu", None), settings.replicas, tp)
     max_model_len = _planned_max_model_len(settings, kind_name, model_path, gpu_sets[0], seqs_per_server)
+    if max_model_len is None and kind_name == "llama-server":
+        # Its KV pool is max_model_len × slots cells: the training context by default, as in process.
+        max_model_len = _training_context(model_path)
     log_dir = Path(settings.engine_log_dir) if settings.engine_log_dir else default_log_dir()
     dtype = getattr(settings, "dtype", None)
     base = LaunchSpec(
@@ -75,8 +81,11 @@ def supervised_engine(settings: Any, source: ModelSource, name: str, kind_name: 
         dtype=str(dtype) if dtype else None,
         threads=settings.threads,
         max_num_seqs=settings.max_num_seqs if explicit_seqs else None,
+        flash_attn=getattr(settings, "flash_attn", None),
         extra_args=split_engine_args(settings.engine_args),
     )
+    if kind.prepare is not None:
+        base = kind.prepare(base)  # a missing binary or module fails here, before anything loads
     backends = []
     for i, gpus in enumerate(gpu_sets):
         from dataclasses import replace
@@ -103,6 +112,21 @@ def supervised_engine(settings: Any, source: ModelSource, name: str, kind_name: 
         max_num_seqs=seqs_per_server * len(backends),
         device=" | ".join(pinned) if pinned else "cpu" if gpu_sets[0] is None else "auto",
     )
+
+
+def _training_context(model_path: Path) -> int | None:
+    """The GGUF's training context (its vocabulary only is read); None when the file cannot say, and
+    the server then reports the failure itself."""
+    from .tokenizer import GgufTokenizer
+
+    try:
+        tokenizer = GgufTokenizer(model_path)
+    except ModelLoadError:
+        return None
+    try:
+        return tokenizer.info.context_length
+    finally:
+        tokenizer.close()
 
 
 def _planned_max_model_len(

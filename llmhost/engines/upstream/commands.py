@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from llmhost.errors import ModelLoadError
 
+from .programs import prepare_llama_cpp_python, prepare_llama_server
+
 HOST = "127.0.0.1"  # children bind loopback only: llmhost is their one client
 
 
@@ -33,6 +35,8 @@ class LaunchSpec:
     dtype: str | None = None
     threads: int | None = None
     max_num_seqs: int | None = None
+    flash_attn: bool | None = None  # llama-server's -fa; None: its own default
+    program: str | None = None  # the executable, for engines that are not a Python module (llama-server)
     gpus: tuple[str, ...] = ()  # CUDA_VISIBLE_DEVICES entries (UUIDs or indices); () = not pinned
     extra_args: tuple[str, ...] = field(default_factory=tuple)
     env: dict[str, str] = field(default_factory=dict)  # added to the child's environment (e.g. VLLM_*)
@@ -96,6 +100,26 @@ def lmdeploy_command(spec: LaunchSpec, port: int) -> list[str]:
 
 
 def llama_server_command(spec: LaunchSpec, port: int) -> list[str]:
+    """llama.cpp's native `llama-server` (GGUF), as benchmarks/bench_vs_llama_server.py measured it:
+    --max-num-seqs slots decoded together (continuous batching) over one KV pool shared by all slots
+    (-kvu) of max_model_len × slots cells, with its prompt cache. llmhost renders and tokenizes prompts
+    itself and sends token ids to /v1/completions, so the server's own chat templating stays off."""
+    slots = spec.max_num_seqs or 1
+    argv = [spec.program or "llama-server", "-m", spec.model_path, "-a", spec.served_name]
+    argv += ["--host", HOST, "--port", str(port)]
+    argv += ["-np", str(slots), "-cb", "-kvu", "--cache-prompt", "--no-jinja", "--metrics", "--no-webui"]
+    if spec.max_model_len is not None:
+        argv += ["-c", str(spec.max_model_len * slots)]
+    if spec.threads is not None:
+        argv += ["-t", str(spec.threads), "-tb", str(spec.threads)]
+    if spec.flash_attn is not None:
+        argv += ["-fa", "on" if spec.flash_attn else "off"]
+    if spec.gpus:  # unpinned: a CPU build ignores it, a GPU build offloads what fits ("auto")
+        argv += ["-ngl", "all"]
+    return argv + list(spec.extra_args)
+
+
+def llama_cpp_python_command(spec: LaunchSpec, port: int) -> list[str]:
     """llama-cpp-python's OpenAI server (`python -m llama_cpp.server`), for GGUF files."""
     argv = [spec.python, "-m", "llama_cpp.server", "--model", spec.model_path]
     argv += ["--host", HOST, "--port", str(port), "--model_alias", spec.served_name]
@@ -115,13 +139,20 @@ class EngineKind:
     prompt_as_tokens: bool  # the server accepts `prompt` as a list of token ids
     model_formats: tuple[str, ...]  # what `ModelSource.format` it reads
     dialect: str = "generic"  # how its /v1/completions spells the extensions (wire.DIALECTS)
+    # Checks what the launch needs (a binary, the Python modules) and fills it in; raises ModelLoadError.
+    prepare: Callable[[LaunchSpec], LaunchSpec] | None = None
 
 
 KINDS: dict[str, EngineKind] = {
     "vllm": EngineKind(vllm_command, "/health", True, ("hf",), "vllm"),
     "sglang": EngineKind(sglang_command, "/health", True, ("hf", "gguf"), "sglang"),
     "lmdeploy": EngineKind(lmdeploy_command, "/v1/models", False, ("hf",), "lmdeploy"),
-    "llama-server": EngineKind(llama_server_command, "/v1/models", False, ("gguf",), "llama.cpp"),
+    "llama-server": EngineKind(
+        llama_server_command, "/health", True, ("gguf",), "llama.cpp", prepare_llama_server
+    ),
+    "llama-cpp-python": EngineKind(
+        llama_cpp_python_command, "/v1/models", False, ("gguf",), "llama.cpp", prepare_llama_cpp_python
+    ),
 }
 
 

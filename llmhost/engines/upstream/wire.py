@@ -20,6 +20,7 @@ class Dialect:
     penalty_names: tuple[str, ...]  # repetition penalty
     grammar: Callable[[str], dict[str, Any]] | None  # GBNF grammar fields; None: cannot constrain
     extra: tuple[tuple[str, Any], ...] = ()
+    min_logprobs: int = 0  # the least `logprobs` that returns the sampled token's own
 
 
 DIALECTS: dict[str, Dialect] = {
@@ -32,7 +33,9 @@ DIALECTS: dict[str, Dialect] = {
     ),
     "sglang": Dialect(-1, ("repetition_penalty",), lambda g: {"ebnf": g}),
     "lmdeploy": Dialect(0, ("repetition_penalty",), None),
-    "llama.cpp": Dialect(0, ("repeat_penalty",), lambda g: {"grammar": g}),
+    # Native llama-server answers `logprobs: 0` with none at all: ask for 1 (the sampled token's own comes
+    # with one rival, which parse_logprobs drops when none was asked for).
+    "llama.cpp": Dialect(0, ("repeat_penalty",), lambda g: {"grammar": g}, min_logprobs=1),
     # An attached server of unknown kind: every spelling (servers ignore names they do not know), and
     # no BOS added to a text prompt that already starts with the template's own.
     "generic": Dialect(
@@ -87,7 +90,8 @@ def completion_body(
             )
         body.update(dialect.grammar(grammar))
     if params.logprobs is not None:
-        body["logprobs"] = params.logprobs  # legacy completions: the sampled token plus the k most likely
+        # legacy completions: the sampled token plus the k most likely
+        body["logprobs"] = max(params.logprobs, dialect.min_logprobs)
     return body
 
 
@@ -114,11 +118,13 @@ def parse_usage(num_prompt: int, raw: object, num_completion: int) -> Usage:
 
 
 def parse_logprobs(raw: object, want_top: int, token_id: Callable[[str], int]) -> list[TokenLogprob] | None:
-    """Legacy completion logprobs ({tokens, token_logprobs, top_logprobs}) to llmhost's type.
-
-    The wire carries token strings, not ids; ids come from `token_id` (the local vocabulary)."""
+    """Completion logprobs to llmhost's type: the legacy shape ({tokens, token_logprobs, top_logprobs}),
+    whose token strings get ids from `token_id` (the local vocabulary), or the chat shape native
+    llama-server sends ({content: [{id, bytes, logprob, top_logprobs}]}), which carries ids and bytes."""
     if not isinstance(raw, dict):
         return None
+    if isinstance(raw.get("content"), list):
+        return [_content_logprob(item, want_top) for item in raw["content"] if isinstance(item, dict)]
     tokens = raw.get("tokens") or []
     values = raw.get("token_logprobs") or []
     tops = raw.get("top_logprobs") or [None] * len(tokens)
@@ -130,6 +136,28 @@ def parse_logprobs(raw: object, want_top: int, token_id: Callable[[str], int]) -
             rivals = tuple(TopLogprob(token_id(t), _bytes(t), float(lp)) for t, lp in ranked)
         out.append(TokenLogprob(token_id(token), _bytes(token), float(value or 0.0), rivals))
     return out
+
+
+def _content_logprob(item: dict[str, Any], want_top: int) -> TokenLogprob:
+    rivals = sorted(
+        (t for t in item.get("top_logprobs") or [] if isinstance(t, dict)),
+        key=lambda t: t.get("logprob", float("-inf")),
+        reverse=True,
+    )[:want_top]
+    return TokenLogprob(
+        int(item.get("id", -1)),
+        _content_bytes(item),
+        float(item.get("logprob") or 0.0),
+        tuple(
+            TopLogprob(int(t.get("id", -1)), _content_bytes(t), float(t.get("logprob") or 0.0))
+            for t in rivals
+        ),
+    )
+
+
+def _content_bytes(item: dict[str, Any]) -> bytes:
+    raw = item.get("bytes")
+    return bytes(raw) if isinstance(raw, list) else str(item.get("token", "")).encode("utf-8")
 
 
 def _bytes(token: str) -> bytes:
