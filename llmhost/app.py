@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 from fastapi import FastAPI
-from fastapi_offline import FastAPIOffline
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from llmhost import __version__
 from llmhost.config import Settings
 from llmhost.engines.base import Engine
+from llmhost.faces import anthropic as anthropic_face
 from llmhost.faces import openai as openai_face
 from llmhost.faces import ops, predict, rewards, simple, tools
 from llmhost.server.auth import ApiKeyMiddleware, load_api_keys
@@ -31,7 +32,7 @@ from llmhost.tools.observation import ObservationService
 
 log = logging.getLogger("llmhost.server")
 
-FACES = (ops, openai_face, simple, predict, tools, rewards)
+FACES = (ops, openai_face, anthropic_face, simple, predict, tools, rewards)
 DOCS_ASSETS_URL = "/docs-assets"
 
 

@@ -1,8 +1,8 @@
 """API-key authentication as a pure ASGI middleware (no per-chunk overhead on streams).
 
-Every route needs `Authorization: Bearer KEY` except the probes an orchestrator calls without
-credentials (`/live`, `/health`, `/ready`). A refusal is a 401 in the error shape of the face the path
-belongs to, so each contract's existing clients can read it.
+Every route needs `Authorization: Bearer KEY`, or `x-api-key: KEY` (the header Anthropic's SDKs send),
+except the probes an orchestrator calls without credentials (`/live`, `/health`, `/ready`). A refusal is
+a 401 in the error shape of the face the path belongs to, so each contract's existing clients can read it.
 """
 
 from __future__ import annotations
@@ -45,22 +45,28 @@ class ApiKeyMiddleware:
         await self._refuse(scope, send)
 
     def _is_authorized(self, scope: Scope) -> bool:
-        header = b""
-        for name, value in scope.get("headers", ()):
-            if name == b"authorization":
-                header = value
-                break
-        scheme, _, token = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not token:
-            return False
-        token = token.strip()
+        tokens = _presented_keys(scope)
         # Compare against every key (constant time each) so timing reveals neither key nor position.
         matched = False
-        for key in self._keys:
-            matched |= hmac.compare_digest(token, key)
+        for token in tokens:
+            for key in self._keys:
+                matched |= hmac.compare_digest(token, key)
         return matched
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        message = "a valid API key is required: send 'Authorization: Bearer <key>'"
+        message = "a valid API key is required: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
         body = self._shapes.body(scope["path"], message, "authentication_error", "invalid_api_key")
         await send_json(send, 401, body, (b"www-authenticate", b"Bearer"))
+
+
+def _presented_keys(scope: Scope) -> list[bytes]:
+    """The keys a request presents: a bearer token and an `x-api-key` value (either may match)."""
+    tokens = []
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            if scheme.lower() == b"bearer" and token.strip():
+                tokens.append(token.strip())
+        elif name == b"x-api-key" and value.strip():
+            tokens.append(value.strip())
+    return tokens

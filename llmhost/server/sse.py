@@ -3,6 +3,9 @@
 Framing, keep-alive pings and client-disconnect handling come from sse-starlette: when the client
 goes away the generator is cancelled, which closes the engine streams beneath it and frees their
 sequences. An exception after the 200 has gone out becomes one last `data: {"error": …}` event.
+
+Most faces send bare `data:` events; a face whose clients dispatch on the event's name (Anthropic's
+Messages API: `event: message_start`…) yields `(name, data)` pairs and names its error event.
 """
 
 from __future__ import annotations
@@ -20,29 +23,40 @@ log = logging.getLogger("llmhost.server")
 
 PING_INTERVAL_S = 15.0
 
+# One event: its already-encoded `data:` payload, or `(event name, payload)`.
+Event = str | tuple[str, str]
+
 
 def sse_response(
-    events: AsyncIterator[str],
+    events: AsyncIterator[Event],
     *,
     done: str | None = None,
     error_event: Callable[[BaseException], Any] | None = None,
+    error_event_name: str | None = None,
     shutdown_grace_s: float,
 ) -> EventSourceResponse:
-    """Stream `events` (each an already-encoded `data:` payload), then `done` if given.
+    """Stream `events`, then `done` if given. An error after the start is `error_event(exc)` (default:
+    the OpenAI error body), sent as an event named `error_event_name` when there is one.
 
     On server shutdown (SIGTERM) a running stream gets `shutdown_grace_s` to finish before it is cut.
     """
 
     async def framed() -> AsyncIterator[dict[str, str]]:
         try:
-            async for data in events:
-                yield {"data": data}
+            async for event in events:
+                if isinstance(event, str):
+                    yield {"data": event}
+                else:
+                    yield {"event": event[0], "data": event[1]}
         except Exception as exc:
             status, body = describe(exc)
             if status >= 500:
                 log.error("stream failed after it started: %s", exc)
             payload = error_event(exc) if error_event is not None else body
-            yield {"data": json.dumps(payload, ensure_ascii=False)}
+            frame = {"data": json.dumps(payload, ensure_ascii=False)}
+            if error_event_name is not None:
+                frame["event"] = error_event_name
+            yield frame
         if done is not None:
             yield {"data": done}
 
