@@ -87,6 +87,26 @@ class ChatTemplate:
         Tools: a template that renders them gets `tools` and the messages as they are (tool-call
         arguments as dicts); for one that ignores them the conversation is rewritten hermes style
         (`tool_prompt`), so any ChatML model can call tools."""
+        try:
+            return self._render(messages, add_generation_prompt, tools, template_kwargs)
+        except TemplateError:
+            raise
+        except jinja2.exceptions.SecurityError as exc:
+            raise TemplateError(f"the chat template tried an unsafe operation: {exc}") from exc
+        # Also what a client's own values cause before the template runs (`chat_template_kwargs`
+        # carrying a `tools` that is not a list of functions, a message field of the wrong type).
+        except (jinja2.TemplateError, TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise TemplateError(
+                f"the chat template could not render these messages: {exc}", param="messages"
+            ) from exc
+
+    def _render(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool,
+        tools: Sequence[Mapping[str, Any]] | None,
+        template_kwargs: dict[str, Any],
+    ) -> str:
         if any(m.get("tool_calls") or m.get("role") == "tool" for m in messages):
             messages = with_dict_arguments(messages)
             if not self.renders_tool_messages:
@@ -102,16 +122,7 @@ class ChatTemplate:
         )
         if tools:
             context["tools"] = list(tools)
-        try:
-            return self._compiled.render(**context)
-        except TemplateError:
-            raise
-        except jinja2.exceptions.SecurityError as exc:
-            raise TemplateError(f"the chat template tried an unsafe operation: {exc}") from exc
-        except (jinja2.TemplateError, TypeError, KeyError, ValueError, AttributeError) as exc:
-            raise TemplateError(
-                f"the chat template could not render these messages: {exc}", param="messages"
-            ) from exc
+        return self._compiled.render(**context)
 
     @cached_property
     def renders_tools(self) -> bool:

@@ -156,6 +156,12 @@ class GenerationService:
     def close(self) -> None:
         self._preparer.close()
 
+    async def prepare(
+        self, prompts: Sequence[PromptInput], *, param: str = "messages"
+    ) -> list[PreparedPrompt]:
+        """The prompts' tokens as `start` would compute them, without generating (token counting)."""
+        return await self._preparer.prepare(prompts, param=param)
+
     async def start(self, request: GenerationRequest) -> Generation:
         """Prepare, check, admit and start every sequence of `request`. Every refusal (a 4xx, a 429)
         happens here, before the caller has sent a byte."""

@@ -74,3 +74,16 @@ def test_reads_hf_folder_template_list_form(tmp_path):
 def test_missing_template_falls_back_to_chatml():
     t = ChatTemplate.for_engine(None, bos_token="", eos_token="")
     assert t.source == CHATML_TEMPLATE
+
+
+def test_a_client_value_the_template_cannot_use_is_a_template_error_not_a_crash():
+    """`chat_template_kwargs` reach the template as variables; a `tools` there that is not a list of
+    functions used to raise a TypeError before the template ran (a 500 on the server)."""
+    from llmhost.conversation.template import ChatTemplate
+    from llmhost.errors import TemplateError
+
+    template = ChatTemplate.for_engine(
+        "{% for m in messages %}{{ m['content'] }}{% endfor %}", bos_token="", eos_token=""
+    )
+    with pytest.raises(TemplateError):
+        template.render([{"role": "user", "content": "hi"}], tools=5)

@@ -132,7 +132,7 @@ async def _prepare(state: ServerState, chat: ChatInput) -> PreparedPrompt:
     """Render and tokenize as generation would (limits, off the event loop for large inputs).
 
     The generation service has no public "prepare only" yet, so its preparer is used directly."""
-    [prompt] = await state.generation._preparer.prepare([chat], param="messages")  # noqa: SLF001
+    [prompt] = await state.generation.prepare([chat], param="messages")
     return prompt
 
 
