@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from llmhost.config import Settings
+from llmhost.config import ConfigFileError, Settings, describe_problems
 
 
 def test_defaults_bind_loopback_port_8000():
@@ -51,3 +51,36 @@ def test_prefix_caching_is_on_by_default_and_can_be_turned_off(monkeypatch):
     assert Settings.load().enable_prefix_caching is True
     monkeypatch.setenv("LLMHOST_ENABLE_PREFIX_CACHING", "false")
     assert Settings.load().enable_prefix_caching is False
+
+
+def problems(config=None, **flags) -> list[str]:
+    with pytest.raises(ValidationError) as err:
+        Settings.load(config, **flags)
+    return describe_problems(err.value, flags=flags, config_file=config)
+
+
+def test_problems_are_one_line_each_naming_the_flag_variable_or_key(tmp_path, monkeypatch):
+    cfg = tmp_path / "llmhost.yaml"
+    cfg.write_text("max_num_seqs: 0\nenable_prefix_cache: false\n")
+    monkeypatch.setenv("LLMHOST_MAX_N", "1000")
+    assert problems(cfg, reasoning_parser="granite") == [
+        f"invalid max_num_seqs 0 (from {cfg}): input should be greater than or equal to 1",
+        "invalid max_n '1000' (from LLMHOST_MAX_N): input should be less than or equal to 128",
+        "invalid reasoning_parser 'granite' (from --reasoning-parser): input should be 'qwen3' or "
+        "'deepseek_r1'",
+        f"unknown key enable_prefix_cache in {cfg}: did you mean enable_prefix_caching?",
+    ]
+    monkeypatch.delenv("LLMHOST_MAX_N")
+    assert problems(max_num_seqs=32, max_num_batched_tokens=16) == [
+        "invalid settings: --max-num-batched-tokens (16) must be at least --max-num-seqs (32): each running "
+        "sequence decodes one token per step"
+    ]
+
+
+def test_a_config_file_that_is_not_a_mapping_is_refused_naming_it(tmp_path):
+    cfg = tmp_path / "llmhost.yaml"
+    cfg.write_text("just a string\n")
+    with pytest.raises(ConfigFileError, match=f"config file {cfg} must be a mapping"):
+        Settings.load(cfg)
+    cfg.write_text("")
+    assert Settings.load(cfg).port == 8000  # an empty file is no settings

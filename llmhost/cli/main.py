@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import logging
-import os
-import signal
 import sys
 from typing import Any
 
@@ -24,11 +21,25 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help, as click writes it: rich's option table cuts long flag names at 80 columns.
+    rich_markup_mode=None,
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from llmhost import __version__
+
+        typer.echo(f"llmhost {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """llmhost: one server for the OpenAI API and the contracts your team's clients expect."""
 
 
@@ -48,7 +59,9 @@ _DETACH_TIMEOUT = inspect.Parameter(
     "ready_timeout",
     inspect.Parameter.KEYWORD_ONLY,
     annotation=float,
-    default=typer.Option(600.0, "--ready-timeout", help="With --detach: seconds to wait for readiness."),
+    default=typer.Option(
+        600.0, "--ready-timeout", metavar="SECONDS", help="With --detach: seconds to wait for readiness."
+    ),
 )
 
 
@@ -62,11 +75,21 @@ def serve(**options: Any) -> None:
         _serve_detached(settings, ready_timeout)
         return
     configure_logging(settings.log_level, settings.log_file)
+    from llmhost.cli.startup import run_server
+
     sys.exit(run_server(settings))
 
 
 def _serve_detached(settings: Any, ready_timeout: float) -> None:
     from llmhost.cli import daemon
+    from llmhost.cli.startup import StartupError, check_model, check_port
+
+    try:  # the same checks the child makes, answered here at once
+        check_model(settings)
+        check_port(settings.host, settings.port)
+    except StartupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
     # The child gets the same command line minus --detach; env and --config carry over unchanged.
     args = [a for a in sys.argv[2:] if a not in ("--detach", "-d")]
@@ -120,40 +143,6 @@ def stop(
         typer.echo(f"no llmhost server recorded on port {port}", err=True)
         raise typer.Exit(1)
     typer.echo(daemon.stop(record, grace_s=grace))
-
-
-def run_server(settings: Any) -> int:
-    import uvicorn
-
-    from llmhost.app import create_app
-    from llmhost.engines.registry import create_served_engine
-    from llmhost.errors import ModelLoadError
-
-    log = logging.getLogger("llmhost")
-    try:
-        # --engine, --fallback-model and --engine-url decide what runs (llmhost/engines/registry.py).
-        engine, names = create_served_engine(settings)
-    except ModelLoadError as exc:
-        log.error("%s", exc)
-        return 1
-
-    failed: list[BaseException] = []
-
-    def on_load_failure(exc: BaseException) -> None:
-        # A server that cannot generate must not pretend to be up: stop and exit non-zero.
-        failed.append(exc)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    fastapi_app = create_app(settings, engine, served_names=names, on_load_failure=on_load_failure)
-    log.info("serving '%s' on http://%s:%d", names[0], settings.host, settings.port)
-    uvicorn.run(
-        fastapi_app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning" if settings.log_level == "info" else settings.log_level,
-        timeout_graceful_shutdown=settings.shutdown_grace,
-    )
-    return 1 if failed else 0
 
 
 app.command("chat")(chat_command)  # talk to a running server (llmhost/cli/chat.py)

@@ -38,15 +38,38 @@ def _cli_type(annotation: Any) -> Any:
 def _option(name: str, field: FieldInfo) -> inspect.Parameter:
     cli_type = _cli_type(field.annotation)
     env = f"LLMHOST_{name.upper()}"
-    help_text = f"{field.description or ''} [env: {env}]"
+    default = _shown_default(field)
+    help_text = f"{field.description or ''} [{f'default: {default}; ' if default else ''}env: {env}]"
     if cli_type is bool:
         decls = [f"{_flag(name)}/--no-{name.replace('_', '-')}"]
     else:
         decls = [_flag(name)]
-    default = typer.Option(None, *decls, help=help_text, show_default=False)
-    return inspect.Parameter(
-        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=cli_type | None
-    )
+    # The option's own default stays None ("not given"), so the environment and the config file can
+    # still set it; the help text shows the Settings default instead.
+    option = typer.Option(None, *decls, help=help_text, show_default=False, metavar=_metavar(field, cli_type))
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=cli_type | None)
+
+
+def _shown_default(field: FieldInfo) -> str | None:
+    value = field.get_default(call_default_factory=True)
+    if value is None or value == []:
+        return None  # the description says what happens then
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _metavar(field: FieldInfo, cli_type: Any) -> str | None:
+    """The choices of a Literal field ([qwen3|deepseek_r1]), else the kind of value; none for a bool."""
+    for annotation in (field.annotation, *typing.get_args(field.annotation)):
+        if typing.get_origin(annotation) is typing.Literal:
+            return "[" + "|".join(typing.get_args(annotation)) + "]"
+    if cli_type is bool:
+        return None
+    item = typing.get_args(cli_type)[0] if typing.get_origin(cli_type) is list else cli_type
+    return {int: "INTEGER", float: "NUMBER"}.get(item, "TEXT")
 
 
 def with_settings_options(
@@ -63,7 +86,12 @@ def with_settings_options(
         inspect.Parameter(
             "config",
             inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(None, "--config", help="YAML file with settings keys."),
+            default=typer.Option(
+                None,
+                "--config",
+                metavar="FILE",
+                help="YAML file of settings: each key is a flag name with _ for -.",
+            ),
             annotation=str | None,
         ),
     ]
@@ -75,21 +103,32 @@ def with_settings_options(
 
 
 def load_settings(options: dict[str, Any]) -> Settings:
-    """Settings from a command's options (`config` plus overrides); bad values exit 2 with the reason."""
+    """Settings from a command's options (`config` plus overrides). Bad values exit 2, a usage error as
+    for a malformed flag, with one line per problem naming its flag, environment variable or config key."""
     from pydantic import ValidationError
+
+    from llmhost.config import ConfigFileError, describe_problems
 
     config = options.pop("config", None)
     try:
         return Settings.load(config, **options)
-    except (ValidationError, FileNotFoundError) as exc:
-        typer.echo(f"invalid settings: {exc}", err=True)
+    except (FileNotFoundError, ConfigFileError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except ValidationError as exc:
+        for line in describe_problems(exc, flags=options, config_file=config):
+            typer.echo(f"error: {line}", err=True)
         raise typer.Exit(2) from exc
 
 
 def configure_logging(level: str, log_file: str | None = None) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file and not _is_stderr(log_file):  # --detach already sends stderr to that file
-        handlers.append(logging.FileHandler(log_file))
+        try:
+            handlers.append(logging.FileHandler(log_file))
+        except OSError as exc:
+            typer.echo(f"error: cannot write --log-file {log_file}: {exc.strerror or exc}", err=True)
+            raise typer.Exit(1) from None
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers
     )
