@@ -169,11 +169,12 @@ def describe(record: PidRecord, api_key: str | None) -> dict[str, object]:
     return info
 
 
-def _gauge(text: str, name: str) -> float | None:
+def _gauge(text: str, name: str) -> int | None:
+    """A count gauge from /metrics (Prometheus writes every value as a float: 0.0 requests)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name:
-                return sample.value
+                return round(sample.value)
     return None

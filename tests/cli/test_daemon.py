@@ -44,7 +44,9 @@ def test_detach_status_stop_round_trip(env, tmp_path):
         info = json.loads(status.stdout)
         assert info["pid"] == record["pid"] and info["ready"] is True
         assert info["model"] == "SmolLM2-135M-Instruct" and info["engine"] == "llama.cpp"
-        assert info["requests_running"] == 0
+        assert info["requests_running"] == 0 and isinstance(info["requests_running"], int)
+        text = llmhost("status", "--port", port, env=env).stdout
+        assert " requests_running: 0\n" in text and " requests_waiting: 0\n" in text  # not 0.0
         again = llmhost("serve", "--detach", "--port", port, env=env)
         assert again.returncode == 1 and "already running" in again.stderr
     finally:
