@@ -398,3 +398,16 @@ def test_usage_counts_cache_reads_apart_from_input():
     usage = MessageUsage.from_totals(Usage(100, 5, cached_tokens=60))
     assert (usage.input_tokens, usage.cache_read_input_tokens, usage.output_tokens) == (40, 60, 5)
     assert MessageUsage.from_totals(Usage(100, 5)).cache_read_input_tokens is None
+
+
+async def test_a_conversation_longer_than_max_messages_is_refused_before_validation():
+    from tests.scripted_engine import ScriptedEngine, scripted_client
+
+    engine = ScriptedEngine()
+    async with scripted_client(engine, max_messages=4) as client:
+        r = await client.post(
+            "/v1/messages",
+            json={"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}] * 5},
+        )
+    assert r.status_code == 400 and r.json()["type"] == "error"
+    assert "'messages' has 5 entries" in r.json()["error"]["message"] and not engine.calls  # before validation

@@ -42,7 +42,7 @@ def _respond(status: int, message: str, headers: dict[str, str] | None = None) -
 
 
 # Every error on these routes answers in Anthropic's shape, bad input as 400.
-router = APIRouter(tags=["anthropic"], route_class=shaped_route_class(_respond))
+router = APIRouter(tags=["anthropic"], route_class=shaped_route_class(_respond, limited_keys=("messages",)))
 
 
 @router.post("/v1/messages", response_model=None, responses={200: {"model": MessageResponse}})
