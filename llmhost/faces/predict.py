@@ -21,15 +21,22 @@ its own.
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from pydantic_core import PydanticCustomError
 
 from llmhost.conversation.reasoning import strip_thinking
+from llmhost.faces.wire import (
+    DetailErrorResponse,
+    FaceRouter,
+    ResponseModel,
+    error_responses,
+    json_response,
+)
 from llmhost.pipeline import ChatInput, Fit, GenerationRequest
 from llmhost.server.deps import StateDep
 from llmhost.server.errors import ErrorShapes, detail_error_body, responder, shaped_route_class
@@ -100,6 +107,19 @@ class PredictRequest(BaseModel):
         )
 
 
+class PredictResponse(ResponseModel):
+    response: str | list[str] = Field(description="A list, in the prompts' order, when `prompt` was a list.")
+
+
+class PredictStatusResponse(ResponseModel):
+    status: Literal["ok", "batch"] = Field(description="`batch` with --batch-mode.")
+
+
+class PredictUnavailableResponse(ResponseModel):
+    status: Literal["loading", "failed"]
+    detail: str
+
+
 def validation_message(exc: RequestValidationError, content_type: str = "application/json") -> str:
     """One readable sentence for the first problem pydantic found."""
     errors = exc.errors()
@@ -133,10 +153,23 @@ PredictRoute = shaped_route_class(
 )
 
 
-router = APIRouter(tags=["predict"], route_class=PredictRoute)
+router = FaceRouter(
+    tags=["predict"],
+    route_class=PredictRoute,
+    responses=error_responses(
+        DetailErrorResponse, '`{"detail": message}`; 422 for a body that does not parse.'
+    ),
+)
 
 
-@router.get("/", response_model=None)
+@router.get(
+    "/",
+    response_model=PredictStatusResponse,
+    responses={
+        307: {"description": "A browser (Accept: text/html) is sent to /docs."},
+        503: {"model": PredictUnavailableResponse, "description": "The model is loading, or failed to."},
+    },
+)
 async def root(request: Request, state: StateDep) -> Any:
     """`{"status": "ok"}` (or `"batch"` with `--batch-mode`) once the model can answer, 503 before.
 
@@ -145,15 +178,13 @@ async def root(request: Request, state: StateDep) -> Any:
         return RedirectResponse("/docs", status_code=307)
     if not state.is_loaded:
         status = "loading" if state.load_error is None else "failed"
-        return JSONResponse(
-            {"status": status, "detail": state.load_error or "the model is still loading; retry shortly"},
-            status_code=503,
-        )
-    return {"status": "batch" if state.settings.batch_mode else "ok"}
+        detail = state.load_error or "the model is still loading; retry shortly"
+        return json_response(PredictUnavailableResponse(status=status, detail=detail), 503)
+    return PredictStatusResponse(status="batch" if state.settings.batch_mode else "ok")
 
 
-@router.post("/predict", response_model=None)
-async def predict(body: PredictRequest, request: Request, state: StateDep) -> Any:
+@router.post("/predict")
+async def predict(body: PredictRequest, request: Request, state: StateDep) -> PredictResponse:
     state.require_loaded()
     max_new_tokens = (
         state.settings.predict_max_new_tokens if body.max_new_tokens is None else body.max_new_tokens
@@ -171,7 +202,7 @@ async def predict(body: PredictRequest, request: Request, state: StateDep) -> An
     # A harness that gives up on a big batch must not leave the engine decoding it.
     results = await generation.collect(until_disconnected=request.receive)
     answers = [strip_thinking(r.text) for r in results]
-    return {"response": answers[0] if isinstance(body.prompt, str) else answers}
+    return PredictResponse(response=answers[0] if isinstance(body.prompt, str) else answers)
 
 
 def _system(prompt: str | None) -> list[dict[str, str]]:

@@ -13,11 +13,13 @@ that does not fit the context is a 400 naming the item, before any generation st
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from llmhost.faces.openai.responses import ERRORS
+from llmhost.faces.wire import FaceRouter, ResponseModel
 from llmhost.pipeline import ChatInput, GenerationRequest
 from llmhost.rewards.letters import (
     JUDGE_MAX_TOKENS,
@@ -33,7 +35,7 @@ from llmhost.server.errors import ErrorShapes
 from llmhost.server.item_limit import ItemLimitRoute
 from llmhost.types import SamplingParams
 
-router = APIRouter(tags=["rewards"], route_class=ItemLimitRoute)
+router = FaceRouter(tags=["rewards"], route_class=ItemLimitRoute, responses=ERRORS)
 
 Number = Annotated[float, Field(strict=True)]
 
@@ -61,8 +63,22 @@ class ConsistencyRequest(_Request):
     seed: StrictInt | None = None
 
 
+class ConsistencyResponse(ResponseModel):
+    """One entry per item in every list, in the items' order."""
+
+    object: Literal["rewards.consistency"]
+    model: str
+    rewards: list[float] = Field(description="1.0 when the judge's letter is the policy's, else 0.0.")
+    judge_letters: list[str | None] = Field(description="null for an item the judge did not see.")
+    policy_letters: list[str | None]
+    reference_letters: list[str | None]
+    judge_replies: list[str | None] = Field(description="The judge's reply without its thinking.")
+    reasons: list[str | None] = Field(description="Why an item was scored 0 without the judge.")
+    num_judged: int
+
+
 @router.post("/v1/rewards/consistency")
-async def consistency(body: ConsistencyRequest, state: StateDep, request: Request) -> dict:
+async def consistency(body: ConsistencyRequest, state: StateDep, request: Request) -> ConsistencyResponse:
     """Rewards in {0.0, 1.0}, one per item, with the letters that decided each."""
     state.require_loaded()
     model_name = state.resolve_model(body.model)
@@ -92,17 +108,17 @@ async def consistency(body: ConsistencyRequest, state: StateDep, request: Reques
         1.0 if p.needs_judge and letter == p.policy_letter else 0.0
         for p, letter in zip(plans, judge_letters, strict=True)
     ]
-    return {
-        "object": "rewards.consistency",
-        "model": model_name,
-        "rewards": rewards,
-        "judge_letters": judge_letters,
-        "policy_letters": [p.policy_letter for p in plans],
-        "reference_letters": [p.reference_letter for p in plans],
-        "judge_replies": replies,
-        "reasons": [p.reason for p in plans],  # why an item was scored 0 without the judge
-        "num_judged": len(todo),
-    }
+    return ConsistencyResponse(
+        object="rewards.consistency",
+        model=model_name,
+        rewards=rewards,
+        judge_letters=judge_letters,
+        policy_letters=[p.policy_letter for p in plans],
+        reference_letters=[p.reference_letter for p in plans],
+        judge_replies=replies,
+        reasons=[p.reason for p in plans],
+        num_judged=len(todo),
+    )
 
 
 def mount(app: FastAPI, shapes: ErrorShapes) -> None:

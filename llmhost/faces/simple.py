@@ -14,18 +14,17 @@ say `"split_thinking": false`; then `thinking` events come before the answer's `
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from llmhost.conversation.prompt_templates import apply_prompt_template
 from llmhost.conversation.reasoning import ReasoningParserName, ReasoningSplitter, split_reasoning
 from llmhost.errors import InvalidRequest, LlmhostError
+from llmhost.faces.wire import FaceRouter, ResponseModel, error_responses, event_stream, json_response
 from llmhost.pipeline import ChatInput, Generation, GenerationRequest
 from llmhost.server.deps import StateDep
 from llmhost.server.errors import ErrorShapes, describe, responder, shaped_route_class
@@ -44,20 +43,67 @@ DEFAULT_TOP_P = 0.95
 DEFAULT_TOP_K = 20
 
 
+# -- wire schemas (answers) ------------------------------------------------------------------------
+class SimpleChatResponse(ResponseModel):
+    response: str = Field(description="The answer; with thinking split, without the thinking.")
+    success: bool
+    error: str | None
+    thinking: str | None = Field(
+        None, description="Sent when the thinking is split: the reasoning, null when there was none."
+    )
+
+
+class SimpleStreamEvent(ResponseModel):
+    type: Literal["start", "thinking", "chunk", "end", "error"]
+    content: str = Field(description="Empty for start and end; the message for error.")
+
+
+class SimpleHealthResponse(ResponseModel):
+    status: Literal["healthy", "unhealthy", "error"]
+    message: str
+
+
+class ModelInfoResponse(ResponseModel):
+    model_config = ConfigDict(extra="allow")  # the fallback chain's report may grow
+
+    model_name: str
+    device: str = Field(description="'unknown' until the model has loaded.")
+    is_loaded: bool
+    model_size: int = Field(description="The model file's size in bytes; 0 until the model has loaded.")
+    engine: str | None
+    max_model_len: int | None
+    # A fallback chain (--fallback-model, --engine a,b) only: what was chosen, and why earlier ones failed.
+    chosen_engine: str | None = None
+    chosen_model: str | None = None
+    candidates: list[dict[str, Any]] | None = None
+    fallback_failures: list[dict[str, Any]] | None = None
+
+
+class ModelLoadResponse(ResponseModel):
+    status: Literal["loaded", "already_loaded", "error"]
+    message: str
+
+
+class ModelUnloadResponse(ResponseModel):
+    status: Literal["unloaded", "not_loaded"]
+    message: str
+
+
 def simple_error_body(message: str) -> dict[str, Any]:
     """This face's error shape (CONTRACTS.md §3)."""
-    return {"response": "", "success": False, "error": message}
+    return SimpleChatResponse(response="", success=False, error=message).wire()
 
 
 # Errors on this face answer `{"response": "", "success": false, "error": …}`, bad input as 400.
-router = APIRouter(
+router = FaceRouter(
     prefix="/api/v1",
     tags=["simple chat"],
     route_class=shaped_route_class(responder(simple_error_body), limited_keys=("history",)),
+    responses=error_responses(SimpleChatResponse, "`success: false`, the reason in `error`."),
 )
 
 
-# -- wire schemas ----------------------------------------------------------------------------------
+# -- wire schemas (requests) -----------------------------------------------------------------------
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
@@ -132,29 +178,36 @@ async def _start(body: SimpleChatRequest, state: ServerState) -> Generation:
 
 
 # -- routes ----------------------------------------------------------------------------------------
-@router.post("/chat", response_model=None)
-async def chat(body: SimpleChatRequest, state: StateDep, request: Request) -> dict[str, Any]:
+@router.post("/chat")
+async def chat(body: SimpleChatRequest, state: StateDep, request: Request) -> SimpleChatResponse:
     """`{"response": the answer, "success": true, "error": null}`; with thinking split, `response` is
     the answer alone and `thinking` holds the reasoning (null when there was none)."""
     generation = await _start(body, state)
     [result] = await generation.collect(until_disconnected=request.receive)  # a client gone cancels it
     parser = body.reasoning_parser(state.settings.reasoning_parser)
     if parser is None:
-        return {"response": result.text, "success": True, "error": None}
+        return SimpleChatResponse(response=result.text, success=True, error=None)
     thinking, answer = split_reasoning(result.text, generation.prompt.opens_thinking, parser)
-    return {"response": answer, "success": True, "error": None, "thinking": thinking}
+    return SimpleChatResponse(response=answer, success=True, error=None, thinking=thinking)
 
 
 def _event(type_: str, content: str) -> str:
-    return json.dumps({"type": type_, "content": content}, ensure_ascii=False)
+    return SimpleStreamEvent(type=type_, content=content).sse_data()
 
 
-def _error_event(exc: BaseException) -> dict[str, str]:
+def _error_event(exc: BaseException) -> dict[str, Any]:
     _, body = describe(exc)
-    return {"type": "error", "content": body["error"]["message"]}
+    return SimpleStreamEvent(type="error", content=body["error"]["message"]).wire()
 
 
-@router.post("/chat/stream", response_model=None)
+@router.post(
+    "/chat/stream",
+    response_class=Response,  # documented by `responses`: an event stream, never JSON
+    responses=event_stream(
+        SimpleStreamEvent,
+        "`start`, then `thinking` (when split) and `chunk` events, then `end`; or a last `error`.",
+    ),
+)
 async def chat_stream(body: SimpleChatRequest, state: StateDep) -> Response:
     """`start`, then `thinking` (when split) and `chunk` events, then `end`; or a final `error`."""
     generation = await _start(body, state)
@@ -182,23 +235,28 @@ async def chat_stream(body: SimpleChatRequest, state: StateDep) -> Response:
     return sse_response(events(), error_event=_error_event, shutdown_grace_s=state.settings.shutdown_grace)
 
 
-@router.get("/health", response_model=None)
+@router.get(
+    "/health",
+    response_model=SimpleHealthResponse,
+    responses={
+        503: {"model": SimpleHealthResponse, "description": "Not loaded, loading, failed or restarting."}
+    },
+)
 async def health(state: StateDep) -> Any:
     """Reads the load state only: it never runs a generation (the original's did, for 10+ s)."""
     if state.is_loaded and state.engine_down_reason is not None:  # a supervised engine is restarting
-        return JSONResponse(
-            {"status": "unhealthy", "message": f"the engine is restarting: {state.engine_down_reason}"},
-            status_code=503,
-        )
+        message = f"the engine is restarting: {state.engine_down_reason}"
+        return json_response(SimpleHealthResponse(status="unhealthy", message=message), 503)
     if state.is_loaded:
-        return {"status": "healthy", "message": "the model is loaded"}
+        return SimpleHealthResponse(status="healthy", message="the model is loaded")
     if state.load_error is not None:
-        body = {"status": "error", "message": f"loading the model failed: {state.load_error}"}
+        body = SimpleHealthResponse(status="error", message=f"loading the model failed: {state.load_error}")
     elif state.is_unloaded:
-        body = {"status": "unhealthy", "message": "the model is unloaded; POST /api/v1/model/load loads it"}
+        message = "the model is unloaded; POST /api/v1/model/load loads it"
+        body = SimpleHealthResponse(status="unhealthy", message=message)
     else:
-        body = {"status": "unhealthy", "message": "the model is loading"}
-    return JSONResponse(body, status_code=503)
+        body = SimpleHealthResponse(status="unhealthy", message="the model is loading")
+    return json_response(body, 503)
 
 
 def _engine_info(state: ServerState) -> EngineInfo | None:
@@ -208,7 +266,7 @@ def _engine_info(state: ServerState) -> EngineInfo | None:
         return None
 
 
-@router.get("/model/info")
+@router.get("/model/info", response_model=ModelInfoResponse)
 async def model_info(state: StateDep) -> dict[str, Any]:
     """`model_size` is in bytes (the model file); it and `device` are known once the model has loaded."""
     info = _engine_info(state)
@@ -224,27 +282,30 @@ async def model_info(state: StateDep) -> dict[str, Any]:
     }
 
 
-@router.post("/model/load", response_model=None)
+@router.post(
+    "/model/load",
+    response_model=ModelLoadResponse,
+    responses={500: {"model": ModelLoadResponse, "description": "Loading failed (`status: error`)."}},
+)
 async def load_model(state: StateDep) -> Any:
     """Load the model (it loads at start-up; this matters after `/model/unload`). Concurrent calls
     load it once: the others wait and answer `already_loaded`."""
     try:
         is_new = await state.load_model()
     except Exception:
-        return JSONResponse(
-            {"status": "error", "message": f"loading the model failed: {state.load_error}"}, status_code=500
-        )
+        message = f"loading the model failed: {state.load_error}"
+        return json_response(ModelLoadResponse(status="error", message=message), 500)
     if not is_new:
-        return {"status": "already_loaded", "message": "the model is already loaded"}
-    return {"status": "loaded", "message": "the model is loaded"}
+        return ModelLoadResponse(status="already_loaded", message="the model is already loaded")
+    return ModelLoadResponse(status="loaded", message="the model is loaded")
 
 
 @router.post("/model/unload")
-async def unload_model(state: StateDep) -> dict[str, str]:
+async def unload_model(state: StateDep) -> ModelUnloadResponse:
     """Free the model's memory (requests in flight fail); generation answers 503 until `/model/load`."""
     if await state.unload_model():
-        return {"status": "unloaded", "message": "the model is unloaded"}
-    return {"status": "not_loaded", "message": "the model was not loaded"}
+        return ModelUnloadResponse(status="unloaded", message="the model is unloaded")
+    return ModelUnloadResponse(status="not_loaded", message="the model was not loaded")
 
 
 def mount(app: FastAPI, shapes: ErrorShapes) -> None:

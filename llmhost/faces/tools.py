@@ -16,12 +16,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmhost.config import Settings
+from llmhost.faces.wire import DetailErrorResponse, FaceRouter, ResponseModel, error_responses
 from llmhost.server.errors import ErrorShapes, detail_error_body, responder, shaped_route_class
 from llmhost.tools.observation import ObservationService
 from llmhost.tools.sandbox import Limits, Sandbox
@@ -48,10 +50,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-router = APIRouter(
+router = FaceRouter(
     tags=["tools"],
     lifespan=_lifespan,
     route_class=shaped_route_class(responder(detail_error_body), validation_status=422),
+    responses=error_responses(
+        DetailErrorResponse, '`{"detail": message}`; 422 for a bad body, 429 busy, 503 no isolation.'
+    ),
 )
 
 
@@ -91,33 +96,52 @@ class ObservationRequest(BaseModel):
         return flags
 
 
-class ObservationResponse(BaseModel):
-    observations: list[str | dict[str, Any]]
+class SandboxRun(ResponseModel):
+    """What one run of an action's code did (llmhost extension)."""
+
+    stdout: str
+    stderr: str
+    exit_code: int | None = Field(description="Negative: killed by that signal; null: it never exited.")
+    timed_out: bool
+    truncated: bool
+    duration_s: float
+    mode: str = Field(description="The sandbox mode it ran under.")
+
+
+class ObservationResponse(ResponseModel):
+    observations: list[str | dict[str, Any]] = Field(
+        description='The text to append, or `{"obs": text, …}` with why the action was not valid.'
+    )
     dones: list[bool]
     valids: list[bool]
-    results: list[dict[str, Any] | None]
+    results: list[SandboxRun | None] = Field(description="null where no code ran.")
 
 
-@router.post("/get_observation", response_model=None)
-async def get_observation(body: ObservationRequest, service: ServiceDep) -> Any:
+class ToolServerHealthResponse(ResponseModel):
+    status: Literal["healthy"]
+    sandbox: str | None = Field(description="The sandbox's active mode; null before its probe.")
+
+
+@router.post("/get_observation")
+async def get_observation(body: ObservationRequest, service: ServiceDep) -> ObservationResponse:
     entries = await service.observe(body.trajectory_ids, body.actions, body.finish_flags())
     return ObservationResponse(
         observations=[e.observation for e in entries],
         dones=[e.done for e in entries],
         valids=[e.valid for e in entries],
-        results=[e.result.to_dict() if e.result else None for e in entries],
+        results=[SandboxRun.model_validate(e.result.to_dict()) if e.result else None for e in entries],
     )
 
 
 def create_tool_app(settings: Settings) -> FastAPI:
     """An app that serves only the tool face (`llmhost tool-server`), plus `/health` with the mode."""
-    app = FastAPI(title="llmhost tool server")
+    app = FastAPI(title="llmhost tool server", default_response_class=JSONResponse)
     service = ObservationService(sandbox_from_settings(settings))
     app.state.observation_service = service
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "healthy", "sandbox": service.sandbox.mode}
+    async def health() -> ToolServerHealthResponse:
+        return ToolServerHealthResponse(status="healthy", sandbox=service.sandbox.mode)
 
     app.include_router(router)
     return app

@@ -11,25 +11,47 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 
 from llmhost.conversation.reasoning import ReasoningParserName, ReasoningSplitter, split_reasoning
 from llmhost.errors import InvalidRequest
+from llmhost.faces.wire import FaceRouter, event_stream
 from llmhost.pipeline import ChatInput, Generation, GenerationRequest
 from llmhost.server.deps import StateDep
 from llmhost.server.item_limit import ItemLimitRoute
 from llmhost.server.sse import sse_response
 
 from . import code_loop
-from .encode import ChunkEncoder, finish_reason, usage
+from .encode import ChunkEncoder, finish_reason
 from .logprobs import chat_logprobs
+from .responses import (
+    ERRORS,
+    STREAM_END,
+    ChatChunkChoice,
+    ChatCompletionChoice,
+    ChatCompletionChunk,
+    ChatCompletionDelta,
+    ChatCompletionMessage,
+    ChatCompletionResponse,
+    CodeLoopChunk,
+    CodeLoopCompletionResponse,
+    CompletionUsage,
+    ErrorResponse,
+)
 from .schemas import ChatCompletionRequest
 from .tool_calls import ToolPlan, ToolStream
 
-router = APIRouter(tags=["openai"], route_class=ItemLimitRoute)
+router = FaceRouter(tags=["openai"], route_class=ItemLimitRoute, responses=ERRORS)
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletionResponse | CodeLoopCompletionResponse,
+    responses=event_stream(
+        ChatCompletionChunk | CodeLoopChunk | ErrorResponse,
+        f"A chat completion; with `stream: true`, its chunks, {STREAM_END}.",
+    ),
+)
 async def chat_completions(body: ChatCompletionRequest, state: StateDep, request: Request) -> Any:
     state.require_loaded()
     model_name = state.resolve_model(body.model)
@@ -84,51 +106,47 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep, request
         )
         for r in results
     ]
-    return {
-        "id": generation.request_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model_name,
-        "choices": [
-            {
-                "index": i,
-                "message": answers[i][0],
-                "logprobs": chat_logprobs(r.logprobs),
-                "finish_reason": answers[i][1],
-                "stop_reason": r.stop_reason,
-            }
+    return ChatCompletionResponse(
+        id=generation.request_id,
+        object="chat.completion",
+        created=created,
+        model=model_name,
+        choices=[
+            ChatCompletionChoice(
+                index=i,
+                message=answers[i][0],
+                logprobs=chat_logprobs(r.logprobs),
+                finish_reason=answers[i][1],
+                stop_reason=r.stop_reason,
+            )
             for i, r in enumerate(results)
         ],
-        "usage": usage(generation.usage(prompt_per_sequence=False)),
-    }
+        usage=CompletionUsage.from_totals(generation.usage(prompt_per_sequence=False)),
+    )
 
 
-def _message(text: str, parser: ReasoningParserName | None, prompt_opened: bool) -> dict[str, Any]:
+def _message(text: str, parser: ReasoningParserName | None, prompt_opened: bool) -> ChatCompletionMessage:
     if parser is None:
-        return {"role": "assistant", "content": text}
+        return ChatCompletionMessage(role="assistant", content=text)
     reasoning, content = split_reasoning(text, prompt_opened, parser)
-    return {
-        "role": "assistant",
+    return ChatCompletionMessage(
+        role="assistant",
         # As vLLM: no answer text after the thinking (cut by max_tokens) is null, not "".
-        "content": None if reasoning is not None and not content else content,
-        "reasoning_content": reasoning,
-        "reasoning": reasoning,
-    }
+        content=None if reasoning is not None and not content else content,
+        reasoning_content=reasoning,
+        reasoning=reasoning,
+    )
 
 
-def _delta(text: str, splitter: ReasoningSplitter | None, is_last: bool) -> dict[str, str]:
+def _split(text: str, splitter: ReasoningSplitter | None, is_last: bool) -> tuple[str, str]:
+    """One delta's text as (reasoning, content)."""
     if splitter is None:
-        return {"content": text} if text else {}
+        return "", text
     reasoning, content = splitter.feed(text)
     if is_last:
         tail_reasoning, tail_content = splitter.finish()
         reasoning, content = reasoning + tail_reasoning, content + tail_content
-    out: dict[str, str] = {}
-    if reasoning:
-        out["reasoning_content"] = out["reasoning"] = reasoning
-    if content:
-        out["content"] = content
-    return out
+    return reasoning, content
 
 
 async def _stream_chunks(
@@ -139,40 +157,37 @@ async def _stream_chunks(
     splitters: list[ReasoningSplitter] | None = None,
     tool_streams: list[ToolStream] | None = None,
 ) -> AsyncIterator[str]:
-    chunk = ChunkEncoder(generation.request_id, "chat.completion.chunk", created, model_name)
+    chunk = ChunkEncoder(
+        ChatCompletionChunk, generation.request_id, "chat.completion.chunk", created, model_name
+    )
 
     for i in range(len(generation.streams)):  # the first delta of each choice carries the role
-        yield chunk(
-            [
-                {
-                    "index": i,
-                    "delta": {"role": "assistant", "content": ""},
-                    "logprobs": None,
-                    "finish_reason": None,
-                }
-            ]
-        )
+        role = ChatCompletionDelta(role="assistant", content="")
+        yield chunk([ChatChunkChoice(index=i, delta=role, logprobs=None, finish_reason=None)])
     async for index, delta in generation.deltas():
         splitter = splitters[index] if splitters is not None else None
         is_last = delta.finish_reason is not None
         tools = tool_streams[index] if tool_streams is not None else None
-        message = _delta(tools.text(delta.text) if tools else delta.text, splitter, is_last)
+        reasoning, content = _split(tools.text(delta.text) if tools else delta.text, splitter, is_last)
         # A tool call's start and its arguments go out as deltas of their own.
-        messages = tools.messages(message, is_last) if tools else [message]
-        if not any(messages) and not is_last and delta.logprobs is None:
+        if tools:
+            messages = tools.messages(reasoning, content, is_last)
+        else:
+            messages = [ChatCompletionDelta.of_text(reasoning, content)]
+        if all(m.is_empty for m in messages) and not is_last and delta.logprobs is None:
             continue  # nothing to say yet (a splitter may hold back half a tag)
-        messages = messages or [{}]
+        messages = messages or [ChatCompletionDelta()]
         for j, message in enumerate(messages):
             is_final = is_last and j == len(messages) - 1
             reason = finish_reason(delta.finish_reason) if is_final else None
-            choice: dict[str, Any] = {
-                "index": index,
-                "delta": message,
-                "logprobs": chat_logprobs(delta.logprobs) if j == 0 else None,
-                "finish_reason": tools.finish_reason(reason) if tools and is_final else reason,
-            }
-            if is_final:
-                choice["stop_reason"] = delta.stop_reason
+            final = {"stop_reason": delta.stop_reason} if is_final else {}
+            choice = ChatChunkChoice(
+                index=index,
+                delta=message,
+                logprobs=chat_logprobs(delta.logprobs) if j == 0 else None,
+                finish_reason=tools.finish_reason(reason) if tools and is_final else reason,
+                **final,
+            )
             yield chunk([choice])
     if include_usage:
-        yield chunk([], usage(generation.usage(prompt_per_sequence=False)))
+        yield chunk([], CompletionUsage.from_totals(generation.usage(prompt_per_sequence=False)))

@@ -31,8 +31,17 @@ from llmhost.tools.agent_loop import LoopConfig, LoopUsage, ObservationDelta, ru
 from llmhost.tools.backends import LocalTools, RemoteTools, ToolBackend
 from llmhost.types import Delta, SamplingParams
 
-from .encode import ChunkEncoder, finish_reason, usage
+from .encode import ChunkEncoder, finish_reason
 from .logprobs import chat_logprobs
+from .responses import (
+    ChatCompletionDelta,
+    ChatCompletionMessage,
+    CodeLoopChoice,
+    CodeLoopChunk,
+    CodeLoopChunkChoice,
+    CodeLoopCompletionResponse,
+    CodeLoopUsage,
+)
 from .schemas import ChatCompletionRequest
 
 
@@ -123,7 +132,9 @@ async def chat_completion(
     )
     created = int(time.time())
     if body.stream:
-        encoder = ChunkEncoder(generation.request_id, "chat.completion.chunk", created, model_name)
+        encoder = ChunkEncoder(
+            CodeLoopChunk, generation.request_id, "chat.completion.chunk", created, model_name
+        )
         return sse_response(
             _stream_chunks(generation, encoder, body.include_usage),
             done="[DONE]",
@@ -131,38 +142,41 @@ async def chat_completion(
         )
     results = await generation.collect(until_disconnected=request.receive)
     loop_usages = [u if isinstance(u, LoopUsage) else None for u in generation.final_usages]
-    return {
-        "id": generation.request_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model_name,
-        "choices": [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": r.text},
-                "logprobs": chat_logprobs(r.logprobs),
-                "finish_reason": finish_reason(r.finish_reason),
-                "stop_reason": r.stop_reason,
-                "num_turns": u.num_turns if u else 0,
-                "tool_results": tool_results.get(f"{generation.request_id}-{i}", []),
-            }
+    return CodeLoopCompletionResponse(
+        id=generation.request_id,
+        object="chat.completion",
+        created=created,
+        model=model_name,
+        choices=[
+            CodeLoopChoice(
+                index=i,
+                message=ChatCompletionMessage(role="assistant", content=r.text),
+                logprobs=chat_logprobs(r.logprobs),
+                finish_reason=finish_reason(r.finish_reason),
+                stop_reason=r.stop_reason,
+                num_turns=u.num_turns if u else 0,
+                tool_results=tool_results.get(f"{generation.request_id}-{i}", []),
+            )
             for i, (r, u) in enumerate(zip(results, loop_usages, strict=True))
         ],
-        "usage": loop_usage(generation),
-    }
+        usage=loop_usage(generation),
+    )
 
 
-def loop_usage(generation: Generation) -> dict[str, Any]:
+def loop_usage(generation: Generation) -> CodeLoopUsage:
     """OpenAI's usage (the model's tokens as completion tokens) plus the loop's extension fields."""
-    out = usage(generation.usage(prompt_per_sequence=False))
     done = [u for u in generation.final_usages if isinstance(u, LoopUsage)]
-    out["tool_tokens"] = sum(u.num_tool_tokens for u in done)
-    out["num_turns"] = sum(u.num_turns for u in done)
-    out["loop_overhead_s"] = round(sum(u.overhead_s for u in done), 6)
     prefilled = [u.num_prefilled_tokens for u in done]
+    extra = {}
     if done and None not in prefilled:  # context tokens computed over every turn of every choice
-        out["prefilled_tokens"] = sum(p for p in prefilled if p is not None)
-    return out
+        extra["prefilled_tokens"] = sum(p for p in prefilled if p is not None)
+    return CodeLoopUsage.from_totals(
+        generation.usage(prompt_per_sequence=False),
+        tool_tokens=sum(u.num_tool_tokens for u in done),
+        num_turns=sum(u.num_turns for u in done),
+        loop_overhead_s=round(sum(u.overhead_s for u in done), 6),
+        **extra,
+    )
 
 
 async def _tap(loop: AsyncIterator[Delta], results: list[dict]) -> AsyncIterator[Delta]:
@@ -180,20 +194,23 @@ async def _stream_chunks(
     generation: Generation, chunk: ChunkEncoder, include_usage: bool
 ) -> AsyncIterator[str]:
     for i in range(len(generation.streams)):  # the first delta of each choice carries the role
-        yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+        role = ChatCompletionDelta(role="assistant", content="")
+        yield chunk([CodeLoopChunkChoice(index=i, delta=role, finish_reason=None)])
     async for index, delta in generation.deltas():
         if not delta.text and delta.finish_reason is None and delta.logprobs is None:
             continue
-        choice: dict[str, Any] = {
-            "index": index,
-            "delta": {"content": delta.text} if delta.text else {},
-            "logprobs": None if isinstance(delta, ObservationDelta) else chat_logprobs(delta.logprobs),
-            "finish_reason": finish_reason(delta.finish_reason),
-        }
+        final: dict[str, Any] = {}
         if delta.finish_reason is not None:
-            choice["stop_reason"] = delta.stop_reason
+            final["stop_reason"] = delta.stop_reason
             if isinstance(delta.usage, LoopUsage):
-                choice["num_turns"] = delta.usage.num_turns
+                final["num_turns"] = delta.usage.num_turns
+        choice = CodeLoopChunkChoice(
+            index=index,
+            delta=ChatCompletionDelta.of_text("", delta.text),
+            logprobs=None if isinstance(delta, ObservationDelta) else chat_logprobs(delta.logprobs),
+            finish_reason=finish_reason(delta.finish_reason),
+            **final,
+        )
         yield chunk([choice])
     if include_usage:
         yield chunk([], loop_usage(generation))

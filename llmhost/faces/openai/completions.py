@@ -7,52 +7,53 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 
 from llmhost.errors import InvalidRequest
+from llmhost.faces.wire import FaceRouter, event_stream
 from llmhost.pipeline import Generation, GenerationRequest, TextInput, TokenInput
 from llmhost.server.deps import StateDep
 from llmhost.server.item_limit import ItemLimitRoute
 from llmhost.server.sse import sse_response
 
-from .encode import ChunkEncoder, finish_reason, usage
+from .encode import ChunkEncoder, finish_reason
 from .logprobs import completion_logprobs
+from .responses import (
+    ERRORS,
+    STREAM_END,
+    CompletionChoice,
+    CompletionChunk,
+    CompletionChunkChoice,
+    CompletionResponse,
+    CompletionUsage,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+)
 from .schemas import CompletionRequest
 
-router = APIRouter(tags=["openai"], route_class=ItemLimitRoute)
+router = FaceRouter(tags=["openai"], route_class=ItemLimitRoute, responses=ERRORS)
 
 
 @router.get("/v1/models")
-async def list_models(state: StateDep) -> dict[str, Any]:
+async def list_models(state: StateDep) -> ModelList:
     max_len = state.engine.info().max_model_len if state.is_loaded else None
     created = int(state.started_s)
-    return {
-        "object": "list",
-        "data": [
-            {
-                "id": name,
-                "object": "model",
-                "created": created,
-                "owned_by": "llmhost",
-                "max_model_len": max_len,
-            }
-            for name in state.served_names[:1]
-        ]
-        + [
-            {
-                "id": alias,
-                "object": "model",
-                "created": created,
-                "owned_by": "llmhost",
-                "max_model_len": max_len,
-                "root": state.served_names[0],
-            }
-            for alias in state.served_names[1:]
-        ],
-    }
+    first, *aliases = state.served_names
+    card = {"object": "model", "created": created, "owned_by": "llmhost", "max_model_len": max_len}
+    return ModelList(
+        object="list",
+        data=[ModelCard(id=first, **card)] + [ModelCard(id=a, **card, root=first) for a in aliases],
+    )
 
 
-@router.post("/v1/completions", response_model=None)
+@router.post(
+    "/v1/completions",
+    response_model=CompletionResponse,
+    responses=event_stream(
+        CompletionChunk | ErrorResponse, f"A completion; with `stream: true`, its chunks, {STREAM_END}."
+    ),
+)
 async def completions(body: CompletionRequest, state: StateDep, request: Request) -> Any:
     state.require_loaded()
     model_name = state.resolve_model(body.model)
@@ -86,22 +87,22 @@ async def completions(body: CompletionRequest, state: StateDep, request: Request
     for index, r in enumerate(results):
         prefix = echoes[index // body.n] if echoes else ""
         choices.append(
-            {
-                "index": index,
-                "text": prefix + r.text,
-                "logprobs": completion_logprobs(r.logprobs, len(prefix)),
-                "finish_reason": finish_reason(r.finish_reason),
-                "stop_reason": r.stop_reason,
-            }
+            CompletionChoice(
+                index=index,
+                text=prefix + r.text,
+                logprobs=completion_logprobs(r.logprobs, len(prefix)),
+                finish_reason=finish_reason(r.finish_reason),
+                stop_reason=r.stop_reason,
+            )
         )
-    return {
-        "id": generation.request_id,
-        "object": "text_completion",
-        "created": created,
-        "model": model_name,
-        "choices": choices,
-        "usage": usage(generation.usage(prompt_per_sequence=True)),
-    }
+    return CompletionResponse(
+        id=generation.request_id,
+        object="text_completion",
+        created=created,
+        model=model_name,
+        choices=choices,
+        usage=CompletionUsage.from_totals(generation.usage(prompt_per_sequence=True)),
+    )
 
 
 async def _stream_chunks(
@@ -111,25 +112,21 @@ async def _stream_chunks(
     body: CompletionRequest,
     echoes: list[str] | None,
 ) -> AsyncIterator[str]:
-    chunk = ChunkEncoder(generation.request_id, "text_completion", created, model_name)
+    chunk = ChunkEncoder(CompletionChunk, generation.request_id, "text_completion", created, model_name)
 
     if echoes:
         for index in range(len(generation.streams)):
-            yield chunk(
-                [{"index": index, "text": echoes[index // body.n], "logprobs": None, "finish_reason": None}]
-            )
+            echo = echoes[index // body.n]
+            yield chunk([CompletionChunkChoice(index=index, text=echo, logprobs=None, finish_reason=None)])
     async for index, delta in generation.deltas():
         if not delta.text and delta.finish_reason is None and delta.logprobs is None:
             continue
-        yield chunk(
-            [
-                {
-                    "index": index,
-                    "text": delta.text,
-                    "logprobs": completion_logprobs(delta.logprobs),
-                    "finish_reason": finish_reason(delta.finish_reason),
-                }
-            ]
+        choice = CompletionChunkChoice(
+            index=index,
+            text=delta.text,
+            logprobs=completion_logprobs(delta.logprobs),
+            finish_reason=finish_reason(delta.finish_reason),
         )
+        yield chunk([choice])
     if body.include_usage:
-        yield chunk([], usage(generation.usage(prompt_per_sequence=True)))
+        yield chunk([], CompletionUsage.from_totals(generation.usage(prompt_per_sequence=True)))

@@ -2,35 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from llmhost.types import TokenLogprob
+
+from .responses import ChatLogprobs, ChatTokenLogprob, ChatTopLogprob, CompletionLogprobs
 
 
 def _token_str(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def chat_logprobs(items: list[TokenLogprob] | None) -> dict[str, Any] | None:
+def chat_logprobs(items: list[TokenLogprob] | None) -> ChatLogprobs | None:
     if items is None:
         return None
-    return {
-        "content": [
-            {
-                "token": _token_str(lp.token_bytes),
-                "logprob": lp.logprob,
-                "bytes": list(lp.token_bytes),
-                "top_logprobs": [
-                    {"token": _token_str(t.token_bytes), "logprob": t.logprob, "bytes": list(t.token_bytes)}
+    return ChatLogprobs(
+        content=[
+            ChatTokenLogprob(
+                token=_token_str(lp.token_bytes),
+                logprob=lp.logprob,
+                bytes=list(lp.token_bytes),
+                top_logprobs=[
+                    ChatTopLogprob(
+                        token=_token_str(t.token_bytes), logprob=t.logprob, bytes=list(t.token_bytes)
+                    )
                     for t in lp.top
                 ],
-            }
+            )
             for lp in items
         ]
-    }
+    )
 
 
-def completion_logprobs(items: list[TokenLogprob] | None, text_offset: int = 0) -> dict[str, Any] | None:
+def completion_logprobs(items: list[TokenLogprob] | None, text_offset: int = 0) -> CompletionLogprobs | None:
     if items is None:
         return None
     tokens, token_logprobs, top_logprobs, offsets = [], [], [], []
@@ -42,9 +44,6 @@ def completion_logprobs(items: list[TokenLogprob] | None, text_offset: int = 0) 
         top_logprobs.append({_token_str(t.token_bytes): t.logprob for t in lp.top} if lp.top else None)
         offsets.append(offset)
         offset += len(token)
-    return {
-        "tokens": tokens,
-        "token_logprobs": token_logprobs,
-        "top_logprobs": top_logprobs,
-        "text_offset": offsets,
-    }
+    return CompletionLogprobs(
+        tokens=tokens, token_logprobs=token_logprobs, top_logprobs=top_logprobs, text_offset=offsets
+    )

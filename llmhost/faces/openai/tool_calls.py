@@ -1,5 +1,5 @@
 """OpenAI function calling in the chat face: `tools`/`tool_choice` checks, the prompt plan, and the
-translation of parsed hermes calls (`conversation/toolcalls.py`) into message and delta shapes.
+translation of parsed hermes calls (`conversation/toolcalls.py`) into message and delta models.
 
 `tool_choice`:
 * `none`: the tools are not offered to the model and the output is not parsed (plain content);
@@ -29,6 +29,8 @@ from llmhost.conversation.toolcalls import (
 )
 from llmhost.errors import InvalidRequest
 from llmhost.types import SamplingParams
+
+from .responses import ChatCompletionDelta, ChatCompletionMessage, DeltaFunction, DeltaToolCall, ToolCall
 
 
 def check_tools(tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, Any] | None) -> None:
@@ -121,14 +123,17 @@ class ToolPlan:
         cannot start inside an open think block, so the block is closed first (no reasoning then)."""
         return answer_prefill(self.prefill, opens_thinking)
 
-    def message(self, message: dict[str, Any], finish: str | None) -> tuple[dict[str, Any], str | None]:
+    def message(
+        self, message: ChatCompletionMessage, finish: str | None
+    ) -> tuple[ChatCompletionMessage, str | None]:
         """A non-streamed `message` with its calls parsed out of `content`, and the finish reason."""
-        if not self.is_parsing or message.get("content") is None:
+        if not self.is_parsing or message.content is None:
             return message, finish
-        content, calls = parse_tool_calls(message["content"])
+        content, calls = parse_tool_calls(message.content)
         if not calls:
             return message, finish
-        message = {**message, "content": content, "tool_calls": [call_to_dict(c) for c in calls]}
+        tool_calls = [ToolCall.model_validate(call_to_dict(c)) for c in calls]
+        message = message.model_copy(update={"content": content, "tool_calls": tool_calls})
         return message, ("tool_calls" if finish == "stop" else finish)
 
 
@@ -144,10 +149,9 @@ class ToolStream:
         prefix, self._prefix = self._prefix, ""
         return prefix + text
 
-    def messages(self, delta: dict[str, Any], is_last: bool) -> list[dict[str, Any]]:
-        """`delta` (content and reasoning) as one or more deltas: a call's start is its own delta, as
+    def messages(self, reasoning: str, content: str, is_last: bool) -> list[ChatCompletionDelta]:
+        """One delta's reasoning and content as one or more deltas: a call's start is its own delta, as
         in vLLM, so a client sees `{index, id, type, function: {name, arguments: ""}}` first."""
-        content = delta.pop("content", "")
         parsed = self._parser.feed(content) if content else None
         pieces = list(parsed.tool_calls) if parsed else []
         text = parsed.content if parsed else ""
@@ -155,11 +159,10 @@ class ToolStream:
             tail = self._parser.finish()
             text += tail.content
             pieces += tail.tool_calls
-        if text:
-            delta["content"] = text
-        out = [delta] if delta else []
+        head = ChatCompletionDelta.of_text(reasoning, text)
+        out = [] if head.is_empty else [head]
         for piece in _merge_arguments(pieces):
-            out.append({"tool_calls": [_delta_call(piece)]})
+            out.append(ChatCompletionDelta(tool_calls=[_delta_call(piece)]))
         return out
 
     def finish_reason(self, finish: str | None) -> str | None:
@@ -178,12 +181,12 @@ def _merge_arguments(pieces: list[ToolCallDelta]) -> list[ToolCallDelta]:
     return out
 
 
-def _delta_call(piece: ToolCallDelta) -> dict[str, Any]:
+def _delta_call(piece: ToolCallDelta) -> DeltaToolCall:
     if piece.name is not None:
-        return {
-            "index": piece.index,
-            "id": piece.id,
-            "type": "function",
-            "function": {"name": piece.name, "arguments": piece.arguments},
-        }
-    return {"index": piece.index, "function": {"arguments": piece.arguments}}
+        return DeltaToolCall(
+            index=piece.index,
+            id=piece.id,
+            type="function",
+            function=DeltaFunction(name=piece.name, arguments=piece.arguments),
+        )
+    return DeltaToolCall(index=piece.index, function=DeltaFunction(arguments=piece.arguments))
