@@ -51,6 +51,7 @@ class ScriptedEngine:
     max_model_len: int = 4096
     default: Script = field(default_factory=lambda: Script(["ok"]))
     piece_delay_s: float = 0.0
+    max_num_seqs: int = 8  # what info() reports; scripted_client sets it from the app's --max-num-seqs
     calls: list[Call] = field(default_factory=list)
     num_starts: int = 0
     _queue: deque[Script] = field(default_factory=deque)
@@ -120,7 +121,7 @@ class ScriptedEngine:
             model_path="/dev/null",
             model_name="scripted",
             max_model_len=self.max_model_len,
-            max_num_seqs=8,
+            max_num_seqs=self.max_num_seqs,
             device="cpu",
             model_size_bytes=1234,
             vocab_size=256,
@@ -144,7 +145,9 @@ async def scripted_client(
     from llmhost.app import create_app
     from llmhost.config import Settings
 
-    app = create_app(Settings(**settings), engine, served_names=list(served_names))
+    app_settings = Settings(**settings)
+    engine.max_num_seqs = app_settings.max_num_seqs  # as a real engine sizes itself from the settings
+    app = create_app(app_settings, engine, served_names=list(served_names))
     queued, engine._queue = engine._queue, deque()  # the load's readiness check gets `default`
     await app.state.llmhost.load_model()
     engine._queue = queued

@@ -138,6 +138,7 @@ def _chunk(data: str) -> dict[str, Any] | None:
 
 class _Base:
     _http_class: Any  # httpx.Client or httpx.AsyncClient
+
     def __init__(
         self,
         base_url: str = DEFAULT_BASE_URL,

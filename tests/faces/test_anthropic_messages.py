@@ -410,4 +410,6 @@ async def test_a_conversation_longer_than_max_messages_is_refused_before_validat
             json={"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}] * 5},
         )
     assert r.status_code == 400 and r.json()["type"] == "error"
-    assert "'messages' has 5 entries" in r.json()["error"]["message"] and not engine.calls  # before validation
+    assert (
+        "'messages' has 5 entries" in r.json()["error"]["message"] and not engine.calls
+    )  # before validation
