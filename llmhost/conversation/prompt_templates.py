@@ -215,6 +215,22 @@ def library_for(directory: str | None) -> PromptTemplateLibrary:
     return PromptTemplateLibrary.load(directory)
 
 
+def messages_for_request(
+    messages: list[dict[str, Any]],
+    name: str | None,
+    template_vars: Mapping[str, Any] | None,
+    *,
+    directory: str | None = None,
+) -> list[dict[str, Any]]:
+    """A request's messages, rewritten by the named template it asks for (`name`), else as they are;
+    `template_vars` without a `name` is a 400."""
+    if name is None:
+        if template_vars is not None:
+            raise InvalidRequest("'template_vars' needs a 'prompt_template'", param="template_vars")
+        return messages
+    return apply_prompt_template(messages, name, template_vars, directory=directory)
+
+
 def apply_prompt_template(
     messages: Sequence[Mapping[str, Any]],
     name: str,

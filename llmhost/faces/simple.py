@@ -21,9 +21,9 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from llmhost.conversation.prompt_templates import apply_prompt_template
+from llmhost.conversation.prompt_templates import messages_for_request
 from llmhost.conversation.reasoning import ReasoningParserName, ReasoningSplitter, split_reasoning
-from llmhost.errors import InvalidRequest, LlmhostError
+from llmhost.errors import LlmhostError
 from llmhost.faces.wire import FaceRouter, ResponseModel, error_responses, event_stream, json_response
 from llmhost.pipeline import ChatInput, Generation, GenerationRequest
 from llmhost.server.deps import StateDep
@@ -143,11 +143,7 @@ class SimpleChatRequest(_Request):
     def messages(self, prompt_templates_dir: str | None = None) -> list[dict[str, Any]]:
         turns = [{"role": t.role, "content": t.content} for t in self.history or ()]
         messages = [*turns, {"role": "user", "content": self.message}]
-        if self.prompt_template is None:
-            if self.template_vars is not None:
-                raise InvalidRequest("'template_vars' needs a 'prompt_template'", param="template_vars")
-            return messages
-        return apply_prompt_template(
+        return messages_for_request(
             messages, self.prompt_template, self.template_vars, directory=prompt_templates_dir
         )
 

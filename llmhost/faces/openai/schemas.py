@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, StrictStr
 
-from llmhost.conversation.prompt_templates import apply_prompt_template
+from llmhost.conversation.prompt_templates import messages_for_request
 from llmhost.conversation.structured import grammar_for_response_format
 from llmhost.errors import InvalidRequest
 from llmhost.types import SamplingParams
@@ -147,11 +147,7 @@ class ChatCompletionRequest(_SamplingFields):
     def template_messages(self, prompt_templates_dir: str | None) -> list[dict[str, Any]]:
         """The messages for the chat template, rewritten by the named prompt template when one is asked."""
         messages = [m.to_template() for m in self.messages]
-        if self.prompt_template is None:
-            if self.template_vars is not None:
-                raise InvalidRequest("'template_vars' needs a 'prompt_template'", param="template_vars")
-            return messages
-        return apply_prompt_template(
+        return messages_for_request(
             messages, self.prompt_template, self.template_vars, directory=prompt_templates_dir
         )
 
