@@ -274,7 +274,7 @@ async def model_info(state: StateDep) -> dict[str, Any]:
         "engine": info.engine if info is not None else None,
         "max_model_len": info.max_model_len if info is not None else None,
         # A fallback chain (--fallback-model, --engine a,b): what was chosen and why earlier ones failed.
-        **(report() if (report := getattr(state.engine, "load_report", None)) is not None else {}),
+        **((info.load_report or {}) if info is not None else {}),
     }
 
 

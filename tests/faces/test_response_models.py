@@ -9,6 +9,7 @@ unless the wire contract itself is meant to change.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import pytest
 from llmhost.config import Settings
 from llmhost.errors import EngineError
 from llmhost.faces.tools import create_tool_app
-from llmhost.types import Delta, SamplingParams, TokenLogprob, TopLogprob, Usage
+from llmhost.types import Delta, EngineInfo, SamplingParams, TokenLogprob, TopLogprob, Usage
 from tests.scripted_engine import Script, ScriptedEngine, scripted_client
 from tests.tools.test_agent_loop import ACT, StopEngine
 from tests.tools.test_sandbox import MODE
@@ -55,13 +56,14 @@ class LogprobEngine(ScriptedEngine):
 class FallbackEngine(ScriptedEngine):
     """As a fallback chain (`engines/fallback.py`): `/api/v1/model/info` adds its load report."""
 
-    def load_report(self) -> dict[str, Any]:
-        return {
+    def info(self) -> EngineInfo:
+        report = {
             "chosen_engine": "llama.cpp",
             "chosen_model": "(embedded)",
             "candidates": [{"engine": "vllm", "model": "x"}, {"engine": "llama.cpp", "model": "(embedded)"}],
             "fallback_failures": [{"engine": "vllm", "model": "x", "error": "no GPU"}],
         }
+        return dataclasses.replace(super().info(), load_report=report)
 
 
 @dataclass(frozen=True)
