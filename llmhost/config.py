@@ -193,9 +193,9 @@ class Settings(BaseSettings):
     engine: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["llama.cpp"],
         description="Engine(s) to try, in order: llama.cpp (in-process, default), vllm, sglang, lmdeploy, "
-        "llama-server (supervised OpenAI-compatible child servers), transformers (in-process, HF folders and "
-        "GGUF, CPU or GPU). A comma-separated list is a fallback "
-        "chain: the first that loads is served.",
+        "llama-server (llama.cpp's native server), llama-cpp-python (its Python server) — supervised child "
+        "servers —, transformers (in-process, HF folders and GGUF, CPU or GPU). A comma-separated list is a "
+        "fallback chain: the first that loads is served.",
     )
     fallback_model: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
