@@ -84,10 +84,11 @@ class LlamaModel:
             C.llama_model_meta_val_str(self.ptr, key.encode(), buf, n + 1)
         return buf.value.decode("utf-8", "replace")
 
-    def description(self) -> str:
-        buf = ctypes.create_string_buffer(256)
-        C.llama_model_desc(self.ptr, buf, 256)
-        return buf.value.decode("utf-8", "replace")
+    def parameter_count(self) -> str:
+        """"135M", "7.6B": from the weights themselves (llama.cpp's own description names a size class,
+        "256M" for SmolLM2-135M)."""
+        n = C.llama_model_n_params(self.ptr)
+        return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
 
     def token_text(self, token_id: int) -> str:
         """The vocabulary entry itself (e.g. `<|im_end|>`), for special-token strings."""

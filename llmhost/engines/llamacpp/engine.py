@@ -113,9 +113,9 @@ class LlamaCppEngine:
             reuses_prefixes=self._prefix_caching,
         )
         log.info(
-            "loaded %s (%s) on cpu: max_model_len=%d, max_num_seqs=%d, threads=%d",
+            "loaded %s (%s parameters) on cpu: max_model_len=%d, max_num_seqs=%d, threads=%d",
             self._model_path,
-            model.description(),
+            model.parameter_count(),
             self._info.max_model_len,
             self._max_num_seqs,
             self._threads,
