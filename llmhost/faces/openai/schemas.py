@@ -67,7 +67,46 @@ class ResponseFormat(_Request):
     type: Literal["text", "json_object", "json_schema"]
 
 
+# Fields other OpenAI-compatible servers (vLLM, llama-server) accept that change what is generated or
+# returned, and that llmhost does not implement yet: a request that sets one gets a 400 naming it rather
+# than a different answer than it asked for. Unknown fields outside this list (metadata such as `store`,
+# `service_tier`, `metadata`) are ignored, as vLLM ignores them.
+UNSUPPORTED_FIELDS = frozenset(
+    {
+        "logit_bias", "min_tokens", "prompt_logprobs", "best_of", "use_beam_search", "length_penalty",
+        "guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs",
+        "allowed_token_ids", "bad_words", "truncate_prompt_tokens", "logits_processors", "return_token_ids",
+        "return_tokens_as_token_ids", "prompt_embeds", "typical_p", "tfs_z", "mirostat", "mirostat_tau",
+        "mirostat_eta", "dry_multiplier", "xtc_probability", "xtc_threshold", "top_a", "n_probs",
+        "skip_special_tokens", "spaces_between_special_tokens", "continue_final_message", "echo",
+    }
+)  # fmt: skip
+# Values that ask for nothing beyond the default, so a client that always sends the field still works.
+_HARMLESS: dict[str, tuple[Any, ...]] = {
+    "skip_special_tokens": (True,),
+    "spaces_between_special_tokens": (True,),
+    "min_tokens": (0,),
+    "best_of": (1,),
+    "prompt_logprobs": (0,),
+}
+
+
+def _refuse_unsupported(extra: dict[str, Any] | None, known: set[str]) -> None:
+    for name, value in (extra or {}).items():
+        if name not in UNSUPPORTED_FIELDS or name in known:
+            continue
+        if name in _HARMLESS:
+            if value is None or value in _HARMLESS[name]:
+                continue
+        elif value is None or value is False or value in ({}, []):
+            continue
+        raise InvalidRequest(f"'{name}' is not supported by this server yet", param=name)
+
+
 class _SamplingFields(_Request):
+    # Unknown fields are kept (not validated) so that `check_unsupported_fields` can see them.
+    model_config = ConfigDict(extra="allow", strict=True)
+
     model: StrictStr | None = None
     n: StrictInt = Field(1, ge=1)
     temperature: Number | None = Field(None, ge=0.0, le=2.0)
@@ -85,6 +124,9 @@ class _SamplingFields(_Request):
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     user: StrictStr | None = None
+
+    def check_unsupported_fields(self) -> None:
+        _refuse_unsupported(self.model_extra, set(type(self).model_fields))
 
     def stop_list(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -152,6 +194,7 @@ class ChatCompletionRequest(_SamplingFields):
         )
 
     def check_supported(self) -> None:
+        self.check_unsupported_fields()
         if self.response_format is not None:  # json_object / json_schema: a grammar the engine samples under
             self._grammar = grammar_for_response_format(self.response_format.model_dump())
         check_tools(self.tools, self.tool_choice)
@@ -185,5 +228,6 @@ class CompletionRequest(_SamplingFields):
         return list(p)  # type: ignore[arg-type]
 
     def check_supported(self) -> None:
+        self.check_unsupported_fields()
         if self.suffix:
             raise InvalidRequest("'suffix' is not supported", param="suffix")
