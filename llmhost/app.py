@@ -22,7 +22,7 @@ from llmhost.config import Settings
 from llmhost.engines.base import Engine
 from llmhost.faces import anthropic as anthropic_face
 from llmhost.faces import openai as openai_face
-from llmhost.faces import ops, predict, rewards, simple, tools
+from llmhost.faces import ops, predict, rewards, simple, tokenizer, tools
 from llmhost.server.auth import ApiKeyMiddleware, load_api_keys
 from llmhost.server.body_limit import BodyLimitMiddleware
 from llmhost.server.errors import ErrorShapes, install_error_handlers
@@ -32,7 +32,7 @@ from llmhost.tools.observation import ObservationService
 
 log = logging.getLogger("llmhost.server")
 
-FACES = (ops, openai_face, anthropic_face, simple, predict, tools, rewards)
+FACES = (ops, openai_face, anthropic_face, simple, predict, tools, rewards, tokenizer)
 DOCS_ASSETS_URL = "/docs-assets"
 
 

@@ -48,9 +48,11 @@ class ChatInput:
 
 @dataclass(frozen=True)
 class TextInput:
-    """Raw text, no chat template (`/v1/completions`): tokenized with the model's BOS."""
+    """Raw text, no chat template (`/v1/completions`): tokenized with the model's BOS unless
+    `add_special` is false."""
 
     text: str
+    add_special: bool = True
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ class PromptPreparer:
                 raise InvalidRequest("the prompt has token ids outside the vocabulary", param="prompt")
             return PreparedPrompt(list(item.token_ids), engine.detokenize(item.token_ids))
         if isinstance(item, TextInput):
-            return PreparedPrompt(engine.tokenize(item.text, add_special=True), item.text)
+            return PreparedPrompt(engine.tokenize(item.text, add_special=item.add_special), item.text)
         assert template is not None
         text = template.render(
             item.messages, add_generation_prompt=item.add_generation_prompt, **item.template_kwargs
