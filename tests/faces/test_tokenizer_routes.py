@@ -70,3 +70,28 @@ async def test_bad_input_is_an_openai_shaped_400(client, path, payload, param):
     assert r.json()["error"]["type"] == "invalid_request_error"
     if param is not None:
         assert r.json()["error"]["param"] == param
+
+
+async def test_return_token_ids_gives_the_exact_tokens_that_decode_to_the_answer(client, engine):
+    """vLLM's `return_token_ids`: an RL trainer keeps the sampled ids instead of re-tokenizing the text."""
+    messages = [{"role": "user", "content": "Name a colour."}]
+    r = await client.post(
+        "/v1/chat/completions",
+        json={"messages": messages, "max_tokens": 8, "temperature": 0, "return_token_ids": True},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    tokenized = await client.post("/tokenize", json={"messages": messages})
+    assert body["prompt_token_ids"] == tokenized.json()["tokens"]
+    [choice] = body["choices"]
+    assert len(choice["token_ids"]) == body["usage"]["completion_tokens"]
+    assert engine.detokenize(choice["token_ids"]).startswith(choice["message"]["content"])
+    r = await client.post(
+        "/v1/completions", json={"prompt": "One, two,", "max_tokens": 4, "n": 2, "return_token_ids": True}
+    )
+    assert r.status_code == 200, r.text
+    for choice in r.json()["choices"]:
+        assert choice["prompt_token_ids"] == engine.tokenize("One, two,", add_special=True)
+        assert engine.detokenize(choice["token_ids"]).startswith(choice["text"])
+    plain = await client.post("/v1/completions", json={"prompt": "One, two,", "max_tokens": 2})
+    assert "token_ids" not in plain.json()["choices"][0]  # nothing changes for a client that did not ask

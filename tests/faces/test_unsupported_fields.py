@@ -17,7 +17,7 @@ COMPLETION = {"prompt": "hi", "max_tokens": 2}
         ("/v1/chat/completions", {**CHAT, "logit_bias": {"42": -100}}, "logit_bias"),
         ("/v1/chat/completions", {**CHAT, "min_tokens": 5}, "min_tokens"),
         ("/v1/chat/completions", {**CHAT, "guided_json": {"type": "object"}}, "guided_json"),
-        ("/v1/chat/completions", {**CHAT, "return_token_ids": True}, "return_token_ids"),
+        ("/v1/chat/completions", {**CHAT, "return_token_ids": True, "stream": True}, "return_token_ids"),
         ("/v1/chat/completions", {**CHAT, "echo": True}, "echo"),
         ("/v1/completions", {**COMPLETION, "prompt_logprobs": 1}, "prompt_logprobs"),
         ("/v1/completions", {**COMPLETION, "best_of": 3}, "best_of"),

@@ -66,6 +66,10 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep, request
         prefill=tool_plan.prefill,  # a forced call's start
     )
     if code_loop.is_requested(body, state):  # --code-tools: generate, run code, feed it back (own module)
+        if body.return_token_ids:
+            raise InvalidRequest(
+                "'return_token_ids' is not supported with the code loop yet", param="return_token_ids"
+            )
         return await code_loop.chat_completion(body, state, request, model_name, chat)
     supports_grammar = state.generation.info().supports_grammar
     sampling = [
@@ -118,10 +122,12 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep, request
                 logprobs=chat_logprobs(r.logprobs),
                 finish_reason=answers[i][1],
                 stop_reason=r.stop_reason,
+                **({"token_ids": r.token_ids} if body.return_token_ids else {}),
             )
             for i, r in enumerate(results)
         ],
         usage=CompletionUsage.from_totals(generation.usage(prompt_per_sequence=False)),
+        **({"prompt_token_ids": prompt.token_ids} if body.return_token_ids else {}),
     )
 
 

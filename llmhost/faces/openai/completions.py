@@ -93,6 +93,14 @@ async def completions(body: CompletionRequest, state: StateDep, request: Request
                 logprobs=completion_logprobs(r.logprobs, len(prefix)),
                 finish_reason=finish_reason(r.finish_reason),
                 stop_reason=r.stop_reason,
+                **(
+                    {
+                        "prompt_token_ids": generation.prompts[index // body.n].token_ids,
+                        "token_ids": r.token_ids,
+                    }
+                    if body.return_token_ids
+                    else {}
+                ),
             )
         )
     return CompletionResponse(

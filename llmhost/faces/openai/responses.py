@@ -117,12 +117,14 @@ class ChatCompletionChoice(ResponseModel):
     logprobs: ChatLogprobs | None
     finish_reason: FinishReason | None
     stop_reason: StopReason
+    token_ids: list[int] | None = Field(None, description="With `return_token_ids`: the generated ids.")
 
 
 class ChatCompletionResponse(Envelope):
     object: Literal["chat.completion"]
     choices: list[ChatCompletionChoice]
     usage: CompletionUsage
+    prompt_token_ids: list[int] | None = Field(None, description="With `return_token_ids`: the prompt's ids.")
 
 
 class CodeLoopChoice(ChatCompletionChoice):
@@ -213,6 +215,8 @@ class CompletionChoice(ResponseModel):
     logprobs: CompletionLogprobs | None
     finish_reason: FinishReason | None
     stop_reason: StopReason
+    prompt_token_ids: list[int] | None = Field(None, description="With `return_token_ids`: the prompt's ids.")
+    token_ids: list[int] | None = Field(None, description="With `return_token_ids`: the generated ids.")
 
 
 class CompletionResponse(Envelope):

@@ -75,7 +75,7 @@ UNSUPPORTED_FIELDS = frozenset(
     {
         "logit_bias", "min_tokens", "prompt_logprobs", "best_of", "use_beam_search", "length_penalty",
         "guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs",
-        "allowed_token_ids", "bad_words", "truncate_prompt_tokens", "logits_processors", "return_token_ids",
+        "allowed_token_ids", "bad_words", "truncate_prompt_tokens", "logits_processors",
         "return_tokens_as_token_ids", "prompt_embeds", "typical_p", "tfs_z", "mirostat", "mirostat_tau",
         "mirostat_eta", "dry_multiplier", "xtc_probability", "xtc_threshold", "top_a", "n_probs",
         "skip_special_tokens", "spaces_between_special_tokens", "continue_final_message", "echo",
@@ -124,9 +124,15 @@ class _SamplingFields(_Request):
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     user: StrictStr | None = None
+    # vLLM's: the prompt's and each choice's token ids in the answer (RL trainers keep the exact tokens).
+    return_token_ids: StrictBool = False
 
     def check_unsupported_fields(self) -> None:
         _refuse_unsupported(self.model_extra, set(type(self).model_fields))
+        if self.return_token_ids and self.stream:
+            raise InvalidRequest(
+                "'return_token_ids' is supported without 'stream' only, for now", param="return_token_ids"
+            )
 
     def stop_list(self) -> tuple[str, ...]:
         if self.stop is None:
