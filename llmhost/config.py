@@ -56,6 +56,13 @@ class Settings(BaseSettings):
         description="Reuse the KV cache of prompt prefixes computed before (a shared system prompt, "
         "the previous turn of a conversation, n>1 choices); off: every prompt is computed in full.",
     )
+    n_gpu_layers: int | None = Field(
+        None,
+        ge=-1,
+        description="llama.cpp engine: model layers to put on the GPU (-1: all). Needs llama-cpp-python "
+        'built with GPU support (CMAKE_ARGS="-DGGML_CUDA=on"). Default: all layers on such a build unless '
+        "--gpu none; none on the CPU build llmhost installs.",
+    )
     threads: int | None = Field(
         None, ge=1, description="CPU threads for the engine. Default: all cores this process may use."
     )

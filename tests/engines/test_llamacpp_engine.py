@@ -198,3 +198,36 @@ def test_detokenizing_from_many_threads_at_once_gives_each_its_own_text(model_pa
         assert found == expected
     reference.close()
     fresh.close()
+
+
+def test_gpu_layers_follow_the_build_and_the_flags(monkeypatch):
+    """The in-process engine offloads only what the llama.cpp build can: asking a CPU build for GPU
+    layers is a start-up error naming the rebuild, never a silent CPU run."""
+    from llmhost.engines.llamacpp import engine as llama_engine
+    from llmhost.errors import ModelLoadError
+
+    monkeypatch.setattr(llama_engine, "supports_gpu_offload", lambda: False)
+    assert llama_engine.gpu_layers(None, use_gpu=True) == 0
+    assert llama_engine.gpu_layers(0, use_gpu=True) == 0
+    with pytest.raises(ModelLoadError, match="GGML_CUDA"):
+        llama_engine.gpu_layers(8, use_gpu=True)
+    monkeypatch.setattr(llama_engine, "supports_gpu_offload", lambda: True)
+    assert llama_engine.gpu_layers(None, use_gpu=True) == -1  # a GPU build: every layer by default
+    assert llama_engine.gpu_layers(None, use_gpu=False) == 0  # --gpu none
+    assert llama_engine.gpu_layers(8, use_gpu=True) == 8
+
+
+def test_asking_the_cpu_build_for_gpu_layers_stops_serve_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    done = subprocess.run(
+        [sys.executable, "-m", "llmhost", "serve", "--port", str(free_port()), "--n-gpu-layers", "8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "--n-gpu-layers 8 needs llama-cpp-python built with GPU support" in done.stderr

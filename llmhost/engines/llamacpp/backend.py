@@ -39,6 +39,12 @@ def _forward_native_log(level: int, text: bytes, _user_data: ctypes.c_void_p) ->
 _backend_ready = False
 
 
+def supports_gpu_offload() -> bool:
+    """Whether this llama.cpp build can put layers on a GPU (CUDA, Metal, Vulkan…); the PyPI build
+    llmhost compiles by default is CPU-only."""
+    return bool(C.llama_supports_gpu_offload())
+
+
 def init_backend() -> None:
     global _backend_ready
     if not _backend_ready:
@@ -50,13 +56,15 @@ def init_backend() -> None:
 class LlamaModel:
     """A loaded GGUF model and its vocabulary."""
 
-    def __init__(self, path: str, *, vocab_only: bool = False) -> None:
+    def __init__(self, path: str, *, vocab_only: bool = False, n_gpu_layers: int = 0) -> None:
         init_backend()
         if not os.path.isfile(path):
             raise ModelLoadError(f"GGUF file not found: {path}")
         params = C.llama_model_default_params()
         # vocab_only: the tokenizer and metadata without the weights (upstream engines tokenize here).
         params.vocab_only = vocab_only
+        # Set always: llama.cpp's own default (-1, every layer) would offload silently on a GPU build.
+        params.n_gpu_layers = n_gpu_layers
         self.path = path
         self.ptr = C.llama_model_load_from_file(path.encode(), params)
         if not self.ptr:
@@ -85,7 +93,7 @@ class LlamaModel:
         return buf.value.decode("utf-8", "replace")
 
     def parameter_count(self) -> str:
-        """"135M", "7.6B": from the weights themselves (llama.cpp's own description names a size class,
+        """ "135M", "7.6B": from the weights themselves (llama.cpp's own description names a size class,
         "256M" for SmolLM2-135M)."""
         n = C.llama_model_n_params(self.ptr)
         return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"

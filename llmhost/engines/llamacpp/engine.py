@@ -13,7 +13,7 @@ from llmhost.engines.threaded import DeltaBridge, engine_stats, queue_generation
 from llmhost.errors import ModelLoadError, ModelNotLoaded
 from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
 
-from .backend import ContextConfig, LlamaContext, LlamaModel
+from .backend import ContextConfig, LlamaContext, LlamaModel, supports_gpu_offload
 from .sampler import check_grammar
 from .scheduler import Scheduler, Sequence
 
@@ -25,6 +25,21 @@ _MAX_CONTEXT_CELLS = 2**31 - 1
 
 def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)))
+
+
+def gpu_layers(requested: int | None, *, use_gpu: bool) -> int:
+    """Layers to offload (-1: all): `--n-gpu-layers` when given, else all of them on a GPU build unless
+    `--gpu none`, none on a CPU build. Asking for layers a CPU build cannot offload is a start-up error."""
+    can_offload = supports_gpu_offload()
+    if requested is None:
+        return -1 if can_offload and use_gpu else 0
+    if requested != 0 and not can_offload:
+        raise ModelLoadError(
+            f"--n-gpu-layers {requested} needs llama-cpp-python built with GPU support, and this build runs "
+            'on the CPU only; rebuild it (e.g. CMAKE_ARGS="-DGGML_CUDA=on" .venv/bin/pip install '
+            "--force-reinstall --no-cache-dir llama-cpp-python==0.3.36) or leave --n-gpu-layers out"
+        )
+    return requested
 
 
 class LlamaCppEngine:
@@ -42,9 +57,12 @@ class LlamaCppEngine:
         flash_attn: bool = True,
         prefix_caching: bool = True,
         eval_callback: object | None = None,
+        n_gpu_layers: int | None = None,
+        use_gpu: bool = True,
     ) -> None:
         if batch_tokens < max_num_seqs:  # Settings refuses this too; the engine can be built without it
             raise ValueError(f"batch_tokens ({batch_tokens}) must be at least max_num_seqs ({max_num_seqs})")
+        self._n_gpu_layers = gpu_layers(n_gpu_layers, use_gpu=use_gpu)
         self._model_path = model_path
         self._model_name = model_name
         self._requested_max_model_len = max_model_len
@@ -60,6 +78,12 @@ class LlamaCppEngine:
         self._bridge = DeltaBridge()  # deltas from the engine thread to each consumer
         self._info: EngineInfo | None = None
 
+    @property
+    def _device(self) -> str:
+        if self._n_gpu_layers == 0:
+            return "cpu"
+        return "gpu (all layers)" if self._n_gpu_layers < 0 else f"gpu ({self._n_gpu_layers} layers)"
+
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
         if self._scheduler is not None:
@@ -71,7 +95,7 @@ class LlamaCppEngine:
         self._scheduler.start()
 
     def _load(self) -> None:
-        model = LlamaModel(self._model_path)
+        model = LlamaModel(self._model_path, n_gpu_layers=self._n_gpu_layers)
         max_len = self._requested_max_model_len or model.n_ctx_train
         if max_len > model.n_ctx_train:
             log.warning(
@@ -102,7 +126,7 @@ class LlamaCppEngine:
             model_name=self._model_name,
             max_model_len=min(max_len, ctx.n_ctx_per_seq),
             max_num_seqs=self._max_num_seqs,
-            device="cpu",
+            device=self._device,
             model_size_bytes=os.path.getsize(self._model_path),
             vocab_size=model.n_vocab,
             chat_template=model.meta("tokenizer.chat_template"),
@@ -113,9 +137,10 @@ class LlamaCppEngine:
             reuses_prefixes=self._prefix_caching,
         )
         log.info(
-            "loaded %s (%s parameters) on cpu: max_model_len=%d, max_num_seqs=%d, threads=%d",
+            "loaded %s (%s parameters) on %s: max_model_len=%d, max_num_seqs=%d, threads=%d",
             self._model_path,
             model.parameter_count(),
+            self._device,
             self._info.max_model_len,
             self._max_num_seqs,
             self._threads,
