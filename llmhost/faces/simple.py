@@ -263,19 +263,19 @@ def _engine_info(state: ServerState) -> EngineInfo | None:
 
 
 @router.get("/model/info", response_model=ModelInfoResponse)
-async def model_info(state: StateDep) -> dict[str, Any]:
+async def model_info(state: StateDep) -> ModelInfoResponse:
     """`model_size` is in bytes (the model file); it and `device` are known once the model has loaded."""
     info = _engine_info(state)
-    return {
-        "model_name": state.served_names[0],
-        "device": info.device if info is not None else "unknown",
-        "is_loaded": state.is_loaded,
-        "model_size": info.model_size_bytes if info is not None else 0,
-        "engine": info.engine if info is not None else None,
-        "max_model_len": info.max_model_len if info is not None else None,
+    return ModelInfoResponse(
+        model_name=state.served_names[0],
+        device=info.device if info is not None else "unknown",
+        is_loaded=state.is_loaded,
+        model_size=info.model_size_bytes if info is not None else 0,
+        engine=info.engine if info is not None else None,
+        max_model_len=info.max_model_len if info is not None else None,
         # A fallback chain (--fallback-model, --engine a,b): what was chosen and why earlier ones failed.
         **((info.load_report or {}) if info is not None else {}),
-    }
+    )
 
 
 @router.post(
