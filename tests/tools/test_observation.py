@@ -161,3 +161,23 @@ async def test_shared_server_serves_get_observation(server):
         else:
             body = {"trajectory_ids": ["x"], "actions": ["<python>print(1)</python>"]}
             assert http.post("/get_observation", json=body).status_code == 503
+
+
+def test_tool_server_on_a_busy_port_is_one_line_naming_the_flag():
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "llmhost", "tool-server", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1, done.stderr
+    assert f"port {port}" in done.stderr and "--port" in done.stderr
+    assert "Errno" not in done.stderr  # uvicorn's raw error is no longer what the user reads
