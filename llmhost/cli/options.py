@@ -103,8 +103,9 @@ def with_settings_options(
 
 
 def load_settings(options: dict[str, Any]) -> Settings:
-    """Settings from a command's options (`config` plus overrides). Bad values exit 2, a usage error as
-    for a malformed flag, with one line per problem naming its flag, environment variable or config key."""
+    """Settings from a server command's options (`config` plus overrides). Bad values are a start-up
+    failure: exit 1, one line per problem naming its flag, environment variable or config key (a flag
+    click itself cannot parse, e.g. `--port abc`, stays click's usage error, exit 2)."""
     from pydantic import ValidationError
 
     from llmhost.config import ConfigFileError, describe_problems
@@ -114,11 +115,11 @@ def load_settings(options: dict[str, Any]) -> Settings:
         return Settings.load(config, **options)
     except (FileNotFoundError, ConfigFileError) as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise typer.Exit(1) from exc
     except ValidationError as exc:
         for line in describe_problems(exc, flags=options, config_file=config):
             typer.echo(f"error: {line}", err=True)
-        raise typer.Exit(2) from exc
+        raise typer.Exit(1) from exc
 
 
 def configure_logging(level: str, log_file: str | None = None) -> None:

@@ -50,7 +50,7 @@ def test_serve_help_at_80_columns_shows_every_flag_whole_and_its_default():
 
 def bad_settings(*args: str, env: dict[str, str] | None = None) -> list[str]:
     r = llmhost("serve", *args, env=env)
-    assert r.returncode == 2, r.stderr
+    assert r.returncode == 1, r.stderr  # a start-up failure, as every other
     assert "pydantic" not in r.stderr and "validation error" not in r.stderr and "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert all(line.startswith("error: ") for line in lines), r.stderr
