@@ -1,7 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from llmhost.config import ConfigFileError, Settings, describe_problems
+from llmhost.config import Settings
+from llmhost.config_file import ConfigFileError, describe_problems
 
 
 def test_defaults_bind_loopback_port_8000():

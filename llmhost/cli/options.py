@@ -108,7 +108,7 @@ def load_settings(options: dict[str, Any]) -> Settings:
     click itself cannot parse, e.g. `--port abc`, stays click's usage error, exit 2)."""
     from pydantic import ValidationError
 
-    from llmhost.config import ConfigFileError, describe_problems
+    from llmhost.config_file import ConfigFileError, describe_problems
 
     config = options.pop("config", None)
     try:
