@@ -46,6 +46,7 @@ class FallbackEngine:
         self.chosen: Candidate | None = None
         self.failures: list[Failure] = []
         self._listener: EngineListener | None = None
+        self._info: EngineInfo | None = None
 
     @property
     def name(self) -> str:
@@ -80,6 +81,8 @@ class FallbackEngine:
                         log.exception("closing the failed %s", label)
                 continue
             self._chosen, self.chosen = engine, cand
+            # Once, not per request: the chosen engine's info with the chain's report riding along.
+            self._info = dataclasses.replace(engine.info(), load_report=self.load_report())
             if self.failures:
                 log.warning(
                     "fallback chain: serving %s after %d failure(s): %s",
@@ -122,7 +125,9 @@ class FallbackEngine:
         return self._engine().detokenize(token_ids)
 
     def info(self) -> EngineInfo:
-        return dataclasses.replace(self._engine().info(), load_report=self.load_report())
+        self._engine()  # ModelNotLoaded until a candidate is chosen
+        assert self._info is not None
+        return self._info
 
     def stats(self) -> EngineStats:
         if self._chosen is None:

@@ -60,6 +60,8 @@ class TokenInput:
     """Token ids sent by the client (`/v1/completions` with a list of ints), used as they are."""
 
     token_ids: list[int]
+    # Detokenize them for `PreparedPrompt.text` (`echo`); otherwise that is work nobody reads.
+    needs_text: bool = False
 
 
 PromptInput = ChatInput | TextInput | TokenInput
@@ -68,7 +70,7 @@ PromptInput = ChatInput | TextInput | TokenInput
 @dataclass(frozen=True)
 class PreparedPrompt:
     token_ids: list[int]
-    text: str  # the rendered conversation, the raw text, or the detokenized ids
+    text: str  # the rendered conversation, the raw text, or the detokenized ids (when asked for)
     opens_thinking: bool = False  # the template opened a think block: the answer starts inside it
 
     def __len__(self) -> int:
@@ -139,7 +141,8 @@ class PromptPreparer:
             vocab_size = engine.info().vocab_size  # an id outside it must never reach the tokenizer
             if any(not 0 <= t < vocab_size for t in item.token_ids):
                 raise InvalidRequest("the prompt has token ids outside the vocabulary", param="prompt")
-            return PreparedPrompt(list(item.token_ids), engine.detokenize(item.token_ids))
+            text = engine.detokenize(item.token_ids) if item.needs_text else ""
+            return PreparedPrompt(list(item.token_ids), text)
         if isinstance(item, TextInput):
             return PreparedPrompt(engine.tokenize(item.text, add_special=item.add_special), item.text)
         assert template is not None

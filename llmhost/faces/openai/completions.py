@@ -68,7 +68,7 @@ async def completions(body: CompletionRequest, state: StateDep, request: Request
     ]
     generation = await state.generation.start(
         GenerationRequest(
-            [TokenInput(p) if isinstance(p, list) else TextInput(p) for p in prompts],
+            [TokenInput(p, needs_text=body.echo) if isinstance(p, list) else TextInput(p) for p in prompts],
             [sampling] * len(prompts),
             param="prompt",
             request_id=f"cmpl-{uuid.uuid4().hex}",
