@@ -1,21 +1,19 @@
 """What the model's text becomes in a Messages API answer: thinking, text and tool_use content blocks,
 whole (`AnswerReader.content`) or streamed as Anthropic's block events (`BlockEvents`).
 
-One reader serves both: the reasoning splitter and the hermes tool-call parser are fed the text as it
-arrives, so a streamed and a whole answer split the same way. The whole answer's blocks come in
-Anthropic's order (thinking, text, tool_use) and keep a malformed call's text as text; a stream sends
-blocks as they come and cannot take back a call whose name it already sent.
+One reader serves both (`faces/answer.py`, shared with the Responses API face), so a streamed and a
+whole answer split the same way. The whole answer's blocks come in Anthropic's order (thinking, text,
+tool_use) and keep a malformed call's text as text; a stream sends blocks as they come and cannot take
+back a call whose name it already sent.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-from llmhost.conversation.reasoning import ReasoningParserName, ReasoningSplitter
-from llmhost.conversation.toolcalls import ToolCallDelta, ToolCallParser
-from llmhost.faces.openai.tool_calls import ToolPlan
+from llmhost.faces import answer
+from llmhost.faces.answer import Pieces
 from llmhost.types import Delta, FinishReason
 
 from .responses import (
@@ -39,65 +37,18 @@ def tool_use_id(call_id: str) -> str:
     return "toolu_" + call_id.removeprefix("call_")
 
 
-@dataclass
-class Pieces:
-    """What one delta of model text adds: thinking comes before text, and text before calls."""
-
-    thinking: str = ""
-    text: str = ""
-    calls: list[ToolCallDelta] = field(default_factory=list)
-
-
-class AnswerReader:
-    """Splits one answer's text into thinking, text and tool calls.
-
-    `parser` None: no thinking is split out (a pre-filled answer is never thinking: the pipeline closes
-    an open think block before the pre-fill). `plan`'s pre-fill (a forced call's start) is the answer's
-    beginning, fed first."""
-
-    def __init__(self, parser: ReasoningParserName | None, plan: ToolPlan, *, opens_thinking: bool) -> None:
-        self._splitter = ReasoningSplitter(parser, prompt_opened=opens_thinking) if parser else None
-        self._tools = ToolCallParser() if plan.is_parsing else None
-        self._start = plan.prefill
-        self._thinking: list[str] = []
-        self._text: list[str] = []
-
-    def feed(self, text: str, *, is_last: bool) -> Pieces:
-        text, self._start = self._start + text, ""
-        if self._splitter is None:
-            thinking, content = "", text
-        else:
-            thinking, content = self._splitter.feed(text)
-            if is_last:
-                tail_thinking, tail_content = self._splitter.finish()
-                thinking, content = thinking + tail_thinking, content + tail_content
-        pieces = Pieces(thinking)
-        if self._tools is None:
-            pieces.text = content
-        else:
-            parsed = self._tools.feed(content) if content else None
-            tail = self._tools.finish() if is_last else None
-            for part in (parsed, tail):
-                if part is not None:
-                    pieces.text += part.content
-                    pieces.calls += part.tool_calls
-        self._thinking.append(pieces.thinking)
-        self._text.append(pieces.text)
-        return pieces
-
-    @property
-    def has_calls(self) -> bool:
-        return self._tools is not None and bool(self._tools.valid_calls())
+class AnswerReader(answer.AnswerReader):
+    """The shared reader (`faces/answer.py`), with the Messages API's view of the whole answer."""
 
     def content(self) -> list[ContentBlock]:
         """The whole answer's blocks (after the last `feed`)."""
         blocks: list[ContentBlock] = []
-        thinking = "".join(self._thinking)
+        thinking = self.thinking()
         if thinking:
             blocks.append(ThinkingContent(thinking=thinking))
-        text = "".join(self._text) if self._tools is None else self._tools.content() or ""
+        text = self.text()
         uses: list[ContentBlock] = []
-        for call in self._tools.valid_calls() if self._tools else ():
+        for call in self.calls():
             arguments = json.loads(call.arguments or "{}")
             if isinstance(arguments, dict):
                 uses.append(ToolUseContent(id=tool_use_id(call.id), name=call.name, input=arguments))
