@@ -185,3 +185,23 @@ async def engine(model_path: Path) -> AsyncIterator:
     await eng.start()
     yield eng
     await eng.close()
+
+
+@pytest.fixture(scope="session")
+def vision_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Qwen2.5-VL folder, written once per session (tests/models/vision_model.py)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tests.models.vision_model import write_vision_model
+
+    return write_vision_model(tmp_path_factory.mktemp("models") / "tiny-qwen2.5-vl")
+
+
+@pytest.fixture(scope="session")
+def text_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tiny language model without its vision tower (seed 000's text fallback)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tests.models.vision_model import write_text_model
+
+    return write_text_model(tmp_path_factory.mktemp("models") / "tiny-qwen2.5")
