@@ -55,6 +55,14 @@ class Settings(BaseSettings):
         description="Reuse the KV cache of prompt prefixes computed before (a shared system prompt, "
         "the previous turn of a conversation, n>1 choices); off: every prompt is computed in full.",
     )
+    prefix_cache_ram_mb: int = Field(
+        1024,
+        ge=0,
+        le=2**20,
+        description="llama.cpp engine, with prefix caching: host RAM (MiB) for the KV states of prompt "
+        "prefixes evicted from the KV cache, restored when a later prompt starts the same way "
+        "(llama-server's --cache-ram); 0: none.",
+    )
     n_gpu_layers: int | None = Field(
         None,
         ge=-1,

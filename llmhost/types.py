@@ -170,3 +170,5 @@ class EngineStats:
     last_step_num_seqs: int  # sequences decoded in the most recent step
     prefix_cache_queries: int = 0  # prompt tokens looked up in the prefix cache since start
     prefix_cache_hits: int = 0  # of those, tokens found there (not computed)
+    prefix_cache_ram_bytes: int = 0  # evicted prefixes' KV states kept in host RAM (llama.cpp engine)
+    prefix_cache_ram_restores: int = 0  # of those states, how many were loaded back since start

@@ -71,6 +71,18 @@ class EngineCollector(Collector):
                 "Prompt tokens found in the prefix cache (not computed).",
                 stats.prefix_cache_hits,
             ),
+            (
+                GaugeMetricFamily,
+                "llmhost:prefix_cache_ram_bytes",
+                "Bytes of evicted prefixes' KV states kept in host RAM (--prefix-cache-ram-mb).",
+                stats.prefix_cache_ram_bytes,
+            ),
+            (
+                CounterMetricFamily,
+                "llmhost:prefix_cache_ram_restores",
+                "Prefixes restored from host RAM into a KV slot instead of computed.",
+                stats.prefix_cache_ram_restores,
+            ),
         ):
             metric = family(name, help_text, labels=["model_name"])
             metric.add_metric(self._labels, value)

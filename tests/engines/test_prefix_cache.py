@@ -61,7 +61,7 @@ async def answer(engine, prompt: list[int], params: SamplingParams = GREEDY) -> 
     return Answer(tokens, logprobs, usage)
 
 
-async def _engine(model_path, *, prefix_caching: bool, max_num_seqs: int):
+async def _engine(model_path, *, prefix_caching: bool, max_num_seqs: int, ram_bytes: int = 0):
     from llmhost.engines.llamacpp.engine import LlamaCppEngine
 
     eng = LlamaCppEngine(
@@ -71,6 +71,7 @@ async def _engine(model_path, *, prefix_caching: bool, max_num_seqs: int):
         max_num_seqs=max_num_seqs,
         threads=1,  # two engines live in this module; they run one at a time
         prefix_caching=prefix_caching,
+        prefix_cache_ram_bytes=ram_bytes,
     )
     await eng.start()
     return eng
@@ -168,12 +169,60 @@ async def test_an_evicted_prefix_is_computed_again_with_the_same_answer(model_pa
         await small.close()
 
 
+async def test_an_evicted_prefix_is_restored_from_host_ram_with_the_same_answer(model_path, plain):
+    small = await _engine(model_path, prefix_caching=True, max_num_seqs=2, ram_bytes=64 * 2**20)
+    try:
+        prompt = small.tokenize("Narwhal minutes. " + RUBRIC + ITEMS[1])
+        reference = await answer(plain, prompt)
+        first = await answer(small, prompt)
+        assert small.stats().prefix_cache_ram_bytes == 0  # nothing was evicted yet
+        others = [small.tokenize(f"{word} " + ITEMS[i]) for i, word in ((2, "Tapir"), (4, "Ibex"))]
+        await asyncio.gather(*(answer(small, p) for p in others))
+        assert small.stats().prefix_cache_ram_bytes > 0  # the overwritten slot was saved first
+        again = await answer(small, prompt)
+        assert again.usage.cached_tokens == len(prompt) - 1
+        assert small.stats().prefix_cache_ram_restores == 1
+        assert_greedy_close(reference.run, first.run, "first")
+        assert_greedy_close(reference.run, again.run, "restored from host RAM")
+        # The restored prefix serves a longer prompt too, and what it does not hold is computed.
+        longer = small.tokenize("Narwhal minutes. " + RUBRIC + ITEMS[1] + " Be brief.")
+        await asyncio.gather(*(answer(small, p) for p in others))
+        extended = await answer(small, longer)
+        assert extended.usage.cached_tokens >= len(prompt) - 1
+        assert_greedy_close((await answer(plain, longer)).run, extended.run, "longer prompt")
+    finally:
+        await small.close()
+
+
+async def test_host_ram_states_stay_within_their_bound_least_recently_used_first(model_path):
+    probe = await _engine(model_path, prefix_caching=True, max_num_seqs=1, ram_bytes=256 * 2**20)
+    heads = [f"{word} ledger. " + RUBRIC for word in ("Walrus", "Puffin", "Marmot")]
+    try:  # one slot: every new prompt overwrites the last one, which is saved
+        prompts = [probe.tokenize(h + ITEMS[0]) for h in heads]
+        for p in prompts:
+            await answer(probe, p)
+        one_state = probe.stats().prefix_cache_ram_bytes // 2  # two evicted so far, of equal length
+    finally:
+        await probe.close()
+    engine = await _engine(model_path, prefix_caching=True, max_num_seqs=1, ram_bytes=int(one_state * 1.5))
+    try:
+        for p in prompts:
+            await answer(engine, p)
+            assert engine.stats().prefix_cache_ram_bytes <= int(one_state * 1.5)
+        # Room for one state: the second prompt's (evicted by the third) is kept, the first's is not.
+        assert (await answer(engine, prompts[1])).usage.cached_tokens == len(prompts[1]) - 1
+        assert (await answer(engine, prompts[0])).usage.cached_tokens < len(heads[0]) // 4
+    finally:
+        await engine.close()
+
+
 async def test_random_arrivals_and_cancellations_never_mix_sequences(model_path, plain):
     """Crosstalk under churn: 160 requests over prompts that share prefixes in several ways arrive at
     random times on 4 slots (so they queue, copy prefixes from busy and idle slots, and evict), a
     quarter are cancelled part-way; every answer must agree with the no-cache engine's (but at a
-    near-tie), and the cancelled ones leave nothing behind."""
-    engine = await _engine(model_path, prefix_caching=True, max_num_seqs=4)
+    near-tie), and the cancelled ones leave nothing behind. Evicted prefixes go to a host-RAM cache
+    small enough to churn too, and come back from it."""
+    engine = await _engine(model_path, prefix_caching=True, max_num_seqs=4, ram_bytes=12 * 2**20)
     try:
         heads = ["Quince rubric. " + RUBRIC, "Quince rubric. " + RUBRIC[:200], "Lemur notes. "]
         prompts = [engine.tokenize(h + item) for h in heads for item in ITEMS[:4]]
@@ -205,6 +254,7 @@ async def test_random_arrivals_and_cancellations_never_mix_sequences(model_path,
 
         await asyncio.gather(*(one(k) for k in range(160)))
         assert engine.stats().prefix_cache_hits > 0
+        assert engine.stats().prefix_cache_ram_restores > 0
         for _ in range(300):  # cancelled sequences leave at the next step
             if engine.stats().num_running == 0:
                 break

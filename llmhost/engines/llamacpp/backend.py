@@ -220,6 +220,19 @@ class LlamaContext:
     def clear_all(self) -> None:
         C.llama_memory_clear(self.memory, True)
 
+    def save_seq(self, seq_id: int) -> bytes:
+        """The sequence's KV state (positions and K/V rows of every cell it uses), for `restore_seq`."""
+        size = C.llama_state_seq_get_size(self.ptr, seq_id)
+        buf = (ctypes.c_uint8 * size)()
+        written = C.llama_state_seq_get_data(self.ptr, buf, size, seq_id)
+        return ctypes.string_at(buf, written)
+
+    def restore_seq(self, seq_id: int, state: bytes) -> bool:
+        """Replace the sequence's cells with a state `save_seq` made (of any sequence id); False when
+        llama.cpp could not place it (the sequence is then empty)."""
+        src = ctypes.cast(ctypes.c_char_p(state), ctypes.POINTER(ctypes.c_uint8))  # no copy: read in place
+        return C.llama_state_seq_set_data(self.ptr, src, len(state), seq_id) > 0
+
     def logits(self, batch_index: int) -> np.ndarray:
         ptr = C.llama_get_logits_ith(self.ptr, batch_index)
         return np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,))

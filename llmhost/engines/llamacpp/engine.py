@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from llmhost.errors import ModelLoadError, ModelNotLoaded
 from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
 
 from .backend import ContextConfig, LlamaContext, LlamaModel, supports_gpu_offload
+from .host_cache import HostPrefixCache
 from .sampler import check_grammar
 from .scheduler import Scheduler, Sequence
 
@@ -56,6 +58,7 @@ class LlamaCppEngine:
         batch_tokens: int = 512,
         flash_attn: bool = True,
         prefix_caching: bool = True,
+        prefix_cache_ram_bytes: int = 0,
         eval_callback: object | None = None,
         n_gpu_layers: int | None = None,
         use_gpu: bool = True,
@@ -71,6 +74,8 @@ class LlamaCppEngine:
         self._batch_tokens = batch_tokens
         self._flash_attn = flash_attn
         self._prefix_caching = prefix_caching
+        # Evicted prefixes saved in host RAM (with prefix caching only): the bound, 0 for none.
+        self._prefix_cache_ram_bytes = prefix_cache_ram_bytes
         self._eval_callback = eval_callback  # ggml's per-node callback; tests count forward passes with it
         self._model: LlamaModel | None = None
         self._ctx: LlamaContext | None = None
@@ -91,7 +96,8 @@ class LlamaCppEngine:
         self._bridge.bind(asyncio.get_running_loop())
         await asyncio.to_thread(self._load)
         assert self._model is not None and self._ctx is not None
-        self._scheduler = Scheduler(self._model, self._ctx, self._bridge.on_outputs)
+        host_cache = HostPrefixCache(self._prefix_cache_ram_bytes)
+        self._scheduler = Scheduler(self._model, self._ctx, self._bridge.on_outputs, host_cache)
         self._scheduler.start()
 
     def _load(self) -> None:
@@ -166,7 +172,15 @@ class LlamaCppEngine:
 
     def stats(self) -> EngineStats:
         s = self._scheduler
-        return engine_stats(s, s.num_slots if s is not None else 1)
+        stats = engine_stats(s, s.num_slots if s is not None else 1)
+        host_cache = s.host_cache if s is not None else None
+        if host_cache is None:
+            return stats
+        return dataclasses.replace(
+            stats,
+            prefix_cache_ram_bytes=host_cache.num_bytes,
+            prefix_cache_ram_restores=host_cache.num_restored,
+        )
 
     def attach_listener(self, listener: EngineListener) -> None:
         """In-process: the engine never goes down by itself, so there is nothing to tell."""

@@ -15,7 +15,9 @@ Every step:
 The design follows llama.cpp's `server` slots (a slot per sequence, prompt caching in idle slots) and
 vLLM's scheduler (decode-first token budget, chunked prefill, automatic prefix caching). A prompt shared
 by sequences that arrive together (n > 1 choices, a batch of /predict prompts, eight clients with one
-rubric) is computed once: the first one computes it, the others wait for it and copy its cells.
+rubric) is computed once: the first one computes it, the others wait for it and copy its cells. A slot's
+cells that are about to be dropped are saved to host RAM first (host_cache.py), and a prompt that matches
+a saved state better than any slot has it restored instead of computed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from llmhost.errors import EngineError
 from llmhost.types import Delta, TokenLogprob
 
 from .backend import LlamaContext, LlamaModel
+from .host_cache import HostPrefixCache, SavedPrefix
 from .kv_slots import KvSlot, KvSlotTable, common_prefix_len
 from .sampler import SequenceSampler, token_logprob
 
@@ -38,6 +41,11 @@ log = logging.getLogger("llmhost.llamacpp")
 # A new sequence waits for a prefilling sequence's prompt prefix only when that saves it at least this
 # many tokens of prefill; below that, computing them alongside is as fast as waiting.
 MIN_FOLLOW_GAIN = 16
+# A slot's cells are saved to host RAM before they are dropped only when at least this many tokens would
+# be lost: fewer are computed again about as fast as they are saved and restored.
+MIN_SAVED_TOKENS = 64
+# A saved state is restored only when it gives a prompt at least this many more tokens than the slots do.
+MIN_RESTORE_GAIN = 32
 
 
 @dataclass(eq=False)
@@ -71,6 +79,7 @@ class Scheduler(SchedulerThread):
         model: LlamaModel,
         ctx: LlamaContext,
         on_outputs: Callable[[Outputs], None],
+        host_cache: HostPrefixCache | None = None,
     ):
         super().__init__("llmhost-llamacpp")
         self._model = model
@@ -79,6 +88,8 @@ class Scheduler(SchedulerThread):
         self._eog = frozenset(model.eog_token_ids)
         # Sharing prefix cells needs the unified pool; with per-sequence streams every slot starts empty.
         self._slots = KvSlotTable(ctx.config.n_seq, reuse_prefixes=ctx.config.unified_kv)
+        is_cached = host_cache is not None and host_cache.is_enabled and self._slots.reuse_prefixes
+        self.host_cache = host_cache if is_cached else None
         self._running: list[Sequence] = []
 
     @property
@@ -147,10 +158,19 @@ class Scheduler(SchedulerThread):
             if seq.is_aborted:
                 continue
             source, match = self._slots.best_source(seq.prompt)
-            slot = self._slots.take(source, match)
-            assert slot is not None  # num_free > 0
+            saved, saved_match = self.host_cache.best(seq.prompt) if self.host_cache else (None, 0)
+            if saved is not None and saved_match >= match + MIN_RESTORE_GAIN:
+                slot = self._slots.take(None, 0)
+                assert slot is not None  # num_free > 0
+                if self._restore(slot, saved, saved_match):
+                    match = saved_match
+                else:
+                    self._load_prefix(slot, source, match)
+            else:
+                slot = self._slots.take(source, match)
+                assert slot is not None
+                self._load_prefix(slot, source, match)
             seq.slot = slot
-            self._load_prefix(slot, source, match)
             self.num_prefix_queries += len(seq.prompt)
             leader, shared = self._prefilling_leader(seq.prompt)
             if leader is not None and shared >= match + MIN_FOLLOW_GAIN:
@@ -196,16 +216,46 @@ class Scheduler(SchedulerThread):
     def _load_prefix(self, slot: KvSlot, source: KvSlot | None, match: int) -> None:
         """Make `slot` hold exactly the first `match` tokens of `source` (the prompt's cached prefix)."""
         if source is slot:
+            self._save(slot, keep=match)
             self._ctx.clear_seq(slot.index, match)
             del slot.tokens[match:]
             return
         if slot.tokens:
+            self._save(slot)
             self._ctx.clear_seq(slot.index)
         if source is None or match == 0:
             slot.tokens = []
             return
         self._ctx.copy_prefix(source.index, slot.index, match)
         slot.tokens = source.tokens[:match]
+
+    def _restore(self, slot: KvSlot, saved: SavedPrefix, match: int) -> bool:
+        """Make `slot` hold the first `match` tokens of a state saved in host RAM."""
+        assert self.host_cache is not None
+        if slot.tokens:
+            self._save(slot)
+        if not self._ctx.restore_seq(slot.index, saved.state):  # llama.cpp emptied the slot
+            log.warning("could not restore a saved prefix of %d tokens; computing it", len(saved.tokens))
+            self.host_cache.discard(saved)
+            slot.tokens = []
+            return False
+        self._ctx.clear_seq(slot.index, match)
+        slot.tokens = saved.tokens[:match]
+        self.host_cache.touch(saved)
+        return True
+
+    def _save(self, slot: KvSlot, keep: int = 0) -> None:
+        """Save `slot`'s state to host RAM before its cells from position `keep` on are dropped, when that
+        would lose enough tokens that no other slot and no saved state holds."""
+        tokens, cache = slot.tokens, self.host_cache
+        if cache is None or len(tokens) - keep < MIN_SAVED_TOKENS:
+            return
+        n = len(tokens)
+        for other in self._slots.slots:
+            if other is not slot and len(other.tokens) >= n and common_prefix_len(other.tokens, tokens) == n:
+                return
+        if not cache.covers(tokens):
+            cache.put(tokens, self._ctx.save_seq(slot.index))
 
     def _count_reuse(self, seq: Sequence) -> None:
         seq.num_cached_prompt = seq.num_cached
@@ -215,6 +265,7 @@ class Scheduler(SchedulerThread):
         """Empty the idle slots past the idle-cell budget (kv_slots.py says why idle cells cost)."""
         if self._slots.reuse_prefixes and self._running:  # idle cells cost only while something decodes
             for slot in self._slots.idle_to_evict():
+                self._save(slot)
                 self._ctx.clear_seq(slot.index)
                 slot.tokens = []
 
