@@ -138,6 +138,13 @@ class Settings(BaseSettings):
         "`reasoning`), /api/v1/chat/stream sends `thinking` events. qwen3: only an opened block is "
         "reasoning; deepseek_r1: output up to `</think>` is reasoning. Default: off (raw text).",
     )
+    tool_call_parser: Literal["auto", "hermes", "qwen3_coder"] = Field(
+        "auto",
+        description="How the model writes tool calls, for every API that parses them. hermes: JSON in "
+        "<tool_call> tags (Qwen2.5, Qwen3, Hermes); qwen3_coder: XML with <function=NAME> and <parameter=P> "
+        "(Qwen3-Coder, newer Qwen); auto: qwen3_coder when the chat template writes calls that way, else "
+        "hermes.",
+    )
     log_level: LogLevel = Field("info", description="Logging level.")
     log_file: str | None = Field(
         None,

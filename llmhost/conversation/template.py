@@ -21,7 +21,8 @@ import jinja2
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from llmhost.conversation.tool_prompt import hermes_tool_messages, with_dict_arguments, with_tools_system
+from llmhost.conversation.tool_formats import ToolCallFormat, ToolCallParserName, resolve_tool_call_format
+from llmhost.conversation.tool_prompt import tool_turns_as_text, with_dict_arguments, with_tools_system
 from llmhost.errors import TemplateError
 
 log = logging.getLogger("llmhost.conversation")
@@ -57,10 +58,18 @@ def _strftime_now(fmt: str) -> str:
 
 
 class ChatTemplate:
-    def __init__(self, source: str, *, bos_token: str = "", eos_token: str = "") -> None:
+    def __init__(
+        self,
+        source: str,
+        *,
+        bos_token: str = "",
+        eos_token: str = "",
+        tool_call_parser: ToolCallParserName = "auto",
+    ) -> None:
         self.source = source
         self.bos_token = bos_token
         self.eos_token = eos_token
+        self.tool_call_parser = tool_call_parser  # --tool-call-parser, resolved by `tool_call_format`
 
     @cached_property
     def _compiled(self) -> jinja2.Template:
@@ -85,8 +94,8 @@ class ChatTemplate:
         variables, as transformers' `apply_chat_template(**kwargs)` does.
 
         Tools: a template that renders them gets `tools` and the messages as they are (tool-call
-        arguments as dicts); for one that ignores them the conversation is rewritten hermes style
-        (`tool_prompt`), so any ChatML model can call tools."""
+        arguments as dicts); for one that ignores them the conversation is rewritten in the
+        server's tool-call format (`tool_prompt`), so any ChatML model can call tools."""
         try:
             return self._render(messages, add_generation_prompt, tools, template_kwargs)
         except TemplateError:
@@ -110,9 +119,9 @@ class ChatTemplate:
         if any(m.get("tool_calls") or m.get("role") == "tool" for m in messages):
             messages = with_dict_arguments(messages)
             if not self.renders_tool_messages:
-                messages = hermes_tool_messages(messages)
+                messages = tool_turns_as_text(messages, self.tool_call_format.call_text)
         if tools and not self.renders_tools:
-            messages, tools = with_tools_system(messages, tools), None
+            messages, tools = with_tools_system(messages, self.tool_call_format.system_text(tools)), None
         context = dict(template_kwargs)
         context.update(
             messages=[dict(m) for m in messages],
@@ -136,15 +145,32 @@ class ChatTemplate:
     @cached_property
     def renders_tool_messages(self) -> bool:
         """Whether the template itself renders assistant `tool_calls` and `tool` results."""
-        function = {"name": "llmhost_probe_call", "arguments": {}}
+        text = self._tool_messages_probe
+        return "llmhost_probe_call" in text and "llmhost_probe_result" in text
+
+    @cached_property
+    def writes_xml_calls(self) -> bool:
+        """Whether the template writes an assistant's calls in Qwen3-Coder's XML (`<function=NAME>`)."""
+        return "<function=llmhost_probe_call>" in self._tool_messages_probe
+
+    @cached_property
+    def _tool_messages_probe(self) -> str:
+        function = {"name": "llmhost_probe_call", "arguments": {"llmhost_probe_arg": "x"}}
         call = {"id": "call_0", "type": "function", "function": function}
         probe = [
             {"role": "user", "content": "probe"},
             {"role": "assistant", "content": "", "tool_calls": [call]},
             {"role": "tool", "tool_call_id": "call_0", "content": "llmhost_probe_result"},
         ]
-        text = self._probe(probe, None)
-        return "llmhost_probe_call" in text and "llmhost_probe_result" in text
+        return self._probe(probe, None)
+
+    @cached_property
+    def tool_call_format(self) -> ToolCallFormat:
+        """How the model writes tool calls: `--tool-call-parser`, or (auto) what this template writes."""
+        is_auto = self.tool_call_parser == "auto"
+        return resolve_tool_call_format(
+            self.tool_call_parser, template_writes_xml_calls=is_auto and self.writes_xml_calls
+        )
 
     def _probe(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
         try:
@@ -181,13 +207,20 @@ class ChatTemplate:
         )
 
     @classmethod
-    def from_file(cls, path: str | Path, *, bos_token: str = "", eos_token: str = "") -> ChatTemplate:
+    def from_file(
+        cls,
+        path: str | Path,
+        *,
+        bos_token: str = "",
+        eos_token: str = "",
+        tool_call_parser: ToolCallParserName = "auto",
+    ) -> ChatTemplate:
         """`--chat-template FILE`: read and compiled at once, so a broken file fails at start-up."""
         try:
             source = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise TemplateError(f"--chat-template {path}: {exc}") from None
-        template = cls(source, bos_token=bos_token, eos_token=eos_token)
+        template = cls(source, bos_token=bos_token, eos_token=eos_token, tool_call_parser=tool_call_parser)
         try:
             template._compiled  # noqa: B018 (compiles it)
         except TemplateError as exc:
@@ -195,11 +228,18 @@ class ChatTemplate:
         return template
 
     @classmethod
-    def for_engine(cls, source: str | None, *, bos_token: str, eos_token: str) -> ChatTemplate:
+    def for_engine(
+        cls,
+        source: str | None,
+        *,
+        bos_token: str,
+        eos_token: str,
+        tool_call_parser: ToolCallParserName = "auto",
+    ) -> ChatTemplate:
         if not source:
             log.warning("the model ships no chat template; using ChatML")
             source = CHATML_TEMPLATE
-        return cls(source, bos_token=bos_token, eos_token=eos_token)
+        return cls(source, bos_token=bos_token, eos_token=eos_token, tool_call_parser=tool_call_parser)
 
 
 def _token_str(value: Any) -> str:

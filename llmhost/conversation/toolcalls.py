@@ -73,24 +73,20 @@ _BUFFERED = 4  # not streamable: hold the block until `</tool_call>`, then parse
 _BROKEN = 5  # a streamed call's arguments broke: skip to `</tool_call>`
 
 
-class ToolCallParser:
-    """Splits streamed model text into content and tool-call deltas.
+class StreamingCallParser:
+    """What the streaming parsers of every call format share (`Qwen3CoderParser` is the other): the
+    calls found, the content around them, and the feed/finish protocol.
 
     Feed each text delta to `feed()`, then call `finish()` once when the sequence ends. Whitespace
     between content and calls (`"Let me check.\\n\\n<tool_call>"`, `"</tool_call>\\n"`) is dropped; to
     do that while streaming, trailing whitespace of the content is held until the next delta decides.
+    A subclass runs its state machine in `_step` and releases what it holds at the end in `_release`.
     """
 
     def __init__(self) -> None:
         self.calls: list[ToolCall] = []  # every call started, valid or not, in order
-        self._state = _TEXT
-        self._held = ""  # TEXT: undecided content; in a block: the block's text after `<tool_call>`
-        self._scan = 0  # ARGS: how far the arguments were scanned (offset in `_held`)
-        self._args_start = 0
-        self._depth = 0
-        self._in_string = False
-        self._escaped = False
-        self._pending_ws = ""
+        self._held = ""  # text received and not consumed yet
+        self._pending_ws = ""  # whitespace before a block: given back with it if it is not a call
         self._after_call = False  # the content section starts right after a call: drop its whitespace
         self._content_parts: list[str] = []  # non-stream view: content, including invalid blocks
         self._is_finished = False
@@ -115,6 +111,74 @@ class ToolCallParser:
             return out
         self._is_finished = True
         held, self._held = self._held, ""
+        self._release(out, held)
+        return out
+
+    def content(self) -> str | None:
+        """Everything that is not a valid call, as the non-streamed answer's `content`."""
+        text = "".join(self._content_parts)
+        if self.valid_calls() and not text.strip():
+            return None
+        return text
+
+    def valid_calls(self) -> list[ToolCall]:
+        return [c for c in self.calls if c.is_valid]
+
+    def _step(self, out: ParsedDelta) -> bool:
+        """One step of the state machine over `_held`; True when it should run again."""
+        raise NotImplementedError
+
+    def _release(self, out: ParsedDelta, held: str) -> None:
+        """At the end: what `held` (the text not consumed) and the state it was left in amount to."""
+        raise NotImplementedError
+
+    def _scan_text(self, out: ParsedDelta, tags: tuple[str, ...]) -> str | None:
+        """In content: emit it up to the first of `tags` and return that tag, `_held` then starting
+        after it; with none, emit what cannot be the start of one (or whitespace before one), hold the
+        rest and return None."""
+        buf = self._held
+        if self._after_call:
+            buf = buf.lstrip()
+            if not buf:
+                self._held = ""
+                return None
+        starts = [(i, tag) for tag in tags if (i := buf.find(tag)) != -1]
+        if starts:
+            i, tag = min(starts)
+            before = buf[:i].rstrip()
+            self._emit_content(out, before)
+            self._pending_ws = buf[len(before) : i]  # given back if the block is not a call
+            self._held = buf[i + len(tag) :]
+            return tag
+        cut = len(buf) - max(partial_tag_len(buf, tag) for tag in tags)
+        while cut and buf[cut - 1].isspace():  # may be the whitespace before a call
+            cut -= 1
+        if cut:
+            self._emit_content(out, buf[:cut])
+            self._after_call = False
+        self._held = buf[cut:]
+        return None
+
+    def _emit_content(self, out: ParsedDelta, text: str) -> None:
+        if text:
+            out.content += text
+            self._content_parts.append(text)
+
+
+class ToolCallParser(StreamingCallParser):
+    """Hermes calls in streamed model text (see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._state = _TEXT
+        # In a block, `_held` is the block's text after `<tool_call>`.
+        self._scan = 0  # ARGS: how far the arguments were scanned (offset in `_held`)
+        self._args_start = 0
+        self._depth = 0
+        self._in_string = False
+        self._escaped = False
+
+    def _release(self, out: ParsedDelta, held: str) -> None:
         if self._state == _TEXT:
             if self._after_call:
                 held = held.lstrip()
@@ -127,17 +191,6 @@ class ToolCallParser:
                 self._state == _TAIL and _is_closing_tail(held[self._scan :]) and _is_json(call.arguments)
             )
             self._end_call(call, held, is_valid)
-        return out
-
-    def content(self) -> str | None:
-        """Everything that is not a valid call, as the non-streamed answer's `content`."""
-        text = "".join(self._content_parts)
-        if self.valid_calls() and not text.strip():
-            return None
-        return text
-
-    def valid_calls(self) -> list[ToolCall]:
-        return [c for c in self.calls if c.is_valid]
 
     # -- one step of the state machine; True when it should run again ---------------------------
     def _step(self, out: ParsedDelta) -> bool:
@@ -154,28 +207,10 @@ class ToolCallParser:
         return self._step_buffered(out)
 
     def _step_text(self, out: ParsedDelta) -> bool:
-        buf = self._held
-        if self._after_call:
-            buf = buf.lstrip()
-            if not buf:
-                self._held = ""
-                return False
-        i = buf.find(TOOL_CALL_START)
-        if i != -1:
-            before = buf[:i].rstrip()
-            self._emit_content(out, before)
-            self._pending_ws = buf[len(before) : i]  # given back if the block is not a call
-            self._held = buf[i + len(TOOL_CALL_START) :]
-            self._state = _HEADER
-            return True
-        cut = len(buf) - _partial_tag_len(buf, TOOL_CALL_START)
-        while cut and buf[cut - 1].isspace():  # may be the whitespace before a `<tool_call>`
-            cut -= 1
-        if cut:
-            self._emit_content(out, buf[:cut])
-            self._after_call = False
-        self._held = buf[cut:]
-        return False
+        if self._scan_text(out, (TOOL_CALL_START,)) is None:
+            return False
+        self._state = _HEADER
+        return True
 
     def _step_header(self, out: ParsedDelta) -> bool:
         end = self._held.find(TOOL_CALL_END)
@@ -261,7 +296,7 @@ class ToolCallParser:
     def _close_buffered(self, out: ParsedDelta, body: str, *, closed: bool) -> None:
         """A block held whole: a call when it parses, else content again (tags and all)."""
         raw = TOOL_CALL_START + body + (TOOL_CALL_END if closed else "")
-        parsed = _parse_call_body(body)
+        parsed = parse_hermes_body(body)
         if parsed is None:
             log.debug("not a valid tool call, kept as content: %r", raw[:200])
             self._emit_content(out, self._pending_ws + raw)
@@ -286,11 +321,6 @@ class ToolCallParser:
         self._state = _TEXT
         self._after_call = True
 
-    def _emit_content(self, out: ParsedDelta, text: str) -> None:
-        if text:
-            out.content += text
-            self._content_parts.append(text)
-
     def _emit_args(self, out: ParsedDelta, text: str) -> None:
         if text:
             call = self.calls[-1]
@@ -309,7 +339,7 @@ def parse_tool_calls(text: str) -> tuple[str | None, list[ToolCall]]:
     return parser.content(), parser.valid_calls()
 
 
-def _parse_call_body(body: str) -> tuple[str, str] | None:
+def parse_hermes_body(body: str) -> tuple[str, str] | None:
     """`(name, arguments JSON)` of a block's text, or None when it is not a call."""
     try:
         value = json.loads(body)
@@ -356,7 +386,7 @@ def _cannot_be_streamable(head: str) -> bool:
     return bool(key) and not '"name"'.startswith(key[:6]) and not key.startswith('"name"')
 
 
-def _partial_tag_len(text: str, tag: str) -> int:
+def partial_tag_len(text: str, tag: str) -> int:
     """Length of the longest suffix of `text` that is a proper prefix of `tag`."""
     for n in range(min(len(tag) - 1, len(text)), 0, -1):
         if tag.startswith(text[-n:]):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llmhost.conversation.reasoning import ReasoningParserName, ReasoningSplitter
-from llmhost.conversation.toolcalls import ToolCall, ToolCallDelta, ToolCallParser
+from llmhost.conversation.toolcalls import ToolCall, ToolCallDelta
 from llmhost.faces.openai.tool_calls import ToolPlan
 
 
@@ -33,7 +33,7 @@ class AnswerReader:
 
     def __init__(self, parser: ReasoningParserName | None, plan: ToolPlan, *, opens_thinking: bool) -> None:
         self._splitter = ReasoningSplitter(parser, prompt_opened=opens_thinking) if parser else None
-        self._tools = ToolCallParser() if plan.is_parsing else None
+        self._tools = plan.parser() if plan.is_parsing else None
         self._start = plan.prefill
         self._thinking: list[str] = []
         self._text: list[str] = []

@@ -97,14 +97,17 @@ class ServerState:
                 info = self.engine.info()
                 # An engine spread over replicas runs --max-num-seqs on each: its info says the total.
                 self.admission.resize(info.max_num_seqs, self.settings.max_queued_requests)
+                tokens = {"bos_token": info.bos_token, "eos_token": info.eos_token}
+                parser = self.settings.tool_call_parser
                 if self.settings.chat_template:  # the operator's template wins over the model's
                     self.template = ChatTemplate.from_file(
-                        self.settings.chat_template, bos_token=info.bos_token, eos_token=info.eos_token
+                        self.settings.chat_template, **tokens, tool_call_parser=parser
                     )
                 else:
                     self.template = ChatTemplate.for_engine(
-                        info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token
+                        info.chat_template, **tokens, tool_call_parser=parser
                     )
+                log.info("tool calls are read in the %s format", self.template.tool_call_format.name)
                 self.is_loaded = True
                 await self._check_generation()
                 log.info(

@@ -9,7 +9,7 @@ import pytest
 from llmhost.conversation.reasoning import ReasoningSplitter
 from llmhost.conversation.template import ChatTemplate
 from llmhost.conversation.tool_prompt import forced_call_prefix, tools_system_text
-from llmhost.conversation.toolcalls import ToolCallParser, parse_tool_calls
+from llmhost.conversation.toolcalls import StreamingCallParser, ToolCallParser, parse_tool_calls
 from tests.conversation.test_template import SMOLLM2
 
 QWEN3 = (Path(__file__).parent.parent / "fixtures" / "qwen3_chat_template.jinja").read_text()
@@ -22,9 +22,12 @@ NESTED = f'<tool_call>\n{{"name": "search", "arguments": {NESTED_ARGS}}}\n</tool
 EMPTY = '<tool_call>\n{"name": "now", "arguments": {}}\n</tool_call>'
 
 
-def stream(text: str, cuts: list[int]) -> tuple[str, dict[int, dict]]:
-    """Feed `text` cut at `cuts`; the concatenated content and each call's name, id and arguments."""
-    parser = ToolCallParser()
+def stream(
+    text: str, cuts: list[int], parser: StreamingCallParser | None = None
+) -> tuple[str, dict[int, dict]]:
+    """Feed `text` cut at `cuts` to `parser` (a hermes one by default); the concatenated content and
+    each call's name, id, arguments and number of argument pieces."""
+    parser = parser or ToolCallParser()
     pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
     content = ""
     calls: dict[int, dict] = {}
@@ -34,10 +37,11 @@ def stream(text: str, cuts: list[int]) -> tuple[str, dict[int, dict]]:
             if d.name is not None:
                 assert d.index not in calls, "a call starts once"
                 assert d.arguments == "" or d.id is not None
-                calls[d.index] = {"name": d.name, "id": d.id, "arguments": d.arguments}
+                calls[d.index] = {"name": d.name, "id": d.id, "arguments": d.arguments, "pieces": 0}
             else:
                 assert d.index in calls, "the name comes before the arguments"
                 calls[d.index]["arguments"] += d.arguments
+                calls[d.index]["pieces"] += 1
     return content, calls
 
 

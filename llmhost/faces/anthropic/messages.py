@@ -48,10 +48,10 @@ router = APIRouter(tags=["anthropic"], route_class=shaped_route_class(_respond, 
 @router.post("/v1/messages", response_model=None, responses={200: {"model": MessageResponse}})
 async def create_message(body: MessagesRequest, state: StateDep, request: Request) -> Any:
     """Anthropic's Messages API; `stream: true` answers with its event stream."""
-    state.require_loaded()
+    template = state.require_loaded()
     model_name = state.resolve_model(body.model)
     body.check_supported()
-    plan = body.tool_plan()
+    plan = body.tool_plan(template.tool_call_format)
     chat = body.chat_input(plan)
     sampling = plan.sampling(body.sampling(), supports_grammar=state.generation.info().supports_grammar)
     # Every refusal (context length, queue full) happens here, before any byte of the answer is sent.
@@ -121,10 +121,10 @@ def _error_event(exc: BaseException) -> dict[str, Any]:
 @router.post("/v1/messages/count_tokens")
 async def count_tokens(body: CountTokensRequest, state: StateDep) -> CountTokensResponse:
     """The tokens of the prompt `/v1/messages` would render for this conversation; nothing is generated."""
-    state.require_loaded()
+    template = state.require_loaded()
     state.resolve_model(body.model)
     body.check_supported()
-    prompt = await _prepare(state, body.chat_input(body.tool_plan()))
+    prompt = await _prepare(state, body.chat_input(body.tool_plan(template.tool_call_format)))
     return CountTokensResponse(input_tokens=len(prompt))
 
 

@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from llmhost.conversation.reasoning import ReasoningParserName
+from llmhost.conversation.tool_formats import ToolCallFormat
 from llmhost.errors import InvalidRequest
 from llmhost.faces.openai.tool_calls import ToolPlan
 from llmhost.pipeline import ChatInput
@@ -199,7 +200,8 @@ class _Conversation(_Request):
             )
         return tool.name
 
-    def tool_plan(self) -> ToolPlan:
+    def tool_plan(self, tool_format: ToolCallFormat) -> ToolPlan:
+        """The request's tools, read in the server's `tool_format` (`ChatTemplate.tool_call_format`)."""
         if not self.tools:
             return ToolPlan()
         choice = self.tool_choice or ToolChoice(type="auto")
@@ -207,6 +209,7 @@ class _Conversation(_Request):
             [t.to_template() for t in self.tools],
             choice.to_openai(),
             parallel_tool_calls=not choice.disable_parallel_tool_use,
+            tool_format=tool_format,
         )
 
     def chat_input(self, plan: ToolPlan) -> ChatInput:

@@ -53,12 +53,14 @@ router = FaceRouter(tags=["openai"], route_class=ItemLimitRoute, responses=ERROR
     ),
 )
 async def chat_completions(body: ChatCompletionRequest, state: StateDep, request: Request) -> Any:
-    state.require_loaded()
+    template = state.require_loaded()
     model_name = state.resolve_model(body.model)
     body.check_supported()
     if body.n > state.settings.max_n:
         raise InvalidRequest(f"'n' must be at most {state.settings.max_n}", param="n")
-    tool_plan = ToolPlan.from_request(body.tools, body.tool_choice, body.parallel_tool_calls)
+    tool_plan = ToolPlan.from_request(
+        body.tools, body.tool_choice, body.parallel_tool_calls, tool_format=template.tool_call_format
+    )
     chat = ChatInput(
         body.template_messages(state.settings.prompt_templates),  # a named prompt template rewrites them
         template_kwargs=tool_plan.template_kwargs(body.chat_template_kwargs),

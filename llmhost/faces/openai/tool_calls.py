@@ -1,15 +1,20 @@
 """OpenAI function calling in the chat face: `tools`/`tool_choice` checks, the prompt plan, and the
-translation of parsed hermes calls (`conversation/toolcalls.py`) into message and delta models.
+translation of parsed calls into message and delta models.
+
+The calls are read in the server's tool-call format (`conversation/tool_formats.py`: hermes JSON or
+Qwen3-Coder's XML, from `--tool-call-parser` and the chat template), which every face passes to
+`ToolPlan.from_request`; the plan makes the format's parser, pre-fill and grammar.
 
 `tool_choice`:
 * `none`: the tools are not offered to the model and the output is not parsed (plain content);
 * `auto` (the default with tools): offered, and calls in the output are parsed;
 * `required` / a named function: the start of a call is pre-filled at the start of the assistant turn
-  (`<tool_call>\\n{"name": "`, or the whole head up to `"arguments": ` for a named function), so the
-  model has to write a call. The pre-fill is part of the answer: it is put back in front of the
-  generated text before parsing. This needs no constrained decoding, so it works on every engine; on an
-  engine that enforces grammars the rest of the call is constrained too (`conversation/tool_grammar.py`):
-  a known function name and arguments that follow its `parameters` schema.
+  (hermes: `<tool_call>\\n{"name": "`, or the whole head up to `"arguments": ` for a named function;
+  qwen3_coder: `<tool_call>\\n<function=`, or through the name's line), so the model has to write a
+  call. The pre-fill is part of the answer: it is put back in front of the generated text before
+  parsing. This needs no constrained decoding, so it works on every engine; on an engine that enforces
+  grammars the rest of the call is constrained too (`conversation/tool_grammar.py`): a known function
+  name and arguments that follow its `parameters` schema.
 """
 
 from __future__ import annotations
@@ -18,15 +23,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from llmhost.conversation.reasoning import answer_prefill
-from llmhost.conversation.tool_grammar import forced_call_grammar
-from llmhost.conversation.tool_prompt import forced_call_prefix
-from llmhost.conversation.toolcalls import (
-    TOOL_CALL_END,
-    ToolCallDelta,
-    ToolCallParser,
-    call_to_dict,
-    parse_tool_calls,
-)
+from llmhost.conversation.tool_formats import HERMES, ToolCallFormat, ToolCallStream
+from llmhost.conversation.toolcalls import TOOL_CALL_END, ToolCallDelta, call_to_dict
 from llmhost.errors import InvalidRequest
 from llmhost.types import SamplingParams
 
@@ -79,22 +77,32 @@ class ToolPlan:
     # A named function or `parallel_tool_calls: false`: one call, so generation stops at its end.
     is_single_call: bool = False
     forced_name: str | None = None  # the function a forced call's pre-fill already names
+    tool_format: ToolCallFormat = HERMES  # how the model writes calls (only read when there are tools)
 
     @classmethod
     def from_request(
-        cls, tools: list[dict[str, Any]] | None, tool_choice: Any, parallel_tool_calls: bool | None = None
+        cls,
+        tools: list[dict[str, Any]] | None,
+        tool_choice: Any,
+        parallel_tool_calls: bool | None = None,
+        *,
+        tool_format: ToolCallFormat,
     ) -> ToolPlan:
+        """The plan for a request's tools; `tool_format` is the server's (`ChatTemplate.tool_call_format`,
+        which `ServerState.require_loaded()` returns)."""
         if not tools or tool_choice == "none":
             return cls()
         is_single = parallel_tool_calls is False
         if tool_choice == "required":
             # With one tool there is one possible call: pre-fill its name too, which small models need.
             only = tools[0]["function"]["name"] if len(tools) == 1 else None
-            return cls(tools, forced_call_prefix(only), is_single_call=is_single, forced_name=only)
+            prefill = tool_format.forced_prefix(only)
+            return cls(tools, prefill, is_single_call=is_single, forced_name=only, tool_format=tool_format)
         if isinstance(tool_choice, dict):
             name = tool_choice["function"]["name"]
-            return cls(tools, forced_call_prefix(name), is_single_call=True, forced_name=name)
-        return cls(tools, is_single_call=is_single)
+            prefill = tool_format.forced_prefix(name)
+            return cls(tools, prefill, is_single_call=True, forced_name=name, tool_format=tool_format)
+        return cls(tools, is_single_call=is_single, tool_format=tool_format)
 
     def sampling(self, params: SamplingParams, *, supports_grammar: bool = False) -> SamplingParams:
         """A single call (a named function, as OpenAI does, or `parallel_tool_calls: false`): stop at
@@ -102,7 +110,7 @@ class ToolPlan:
         its end tag. A forced call on an engine that enforces grammars: the rest of the call follows
         the functions' schemas (unless the request brought a grammar of its own, `response_format`)."""
         if self.prefill and self.tools and supports_grammar and params.grammar is None:
-            params = replace(params, grammar=forced_call_grammar(self.tools, self.forced_name))
+            params = replace(params, grammar=self.tool_format.forced_grammar(self.tools, self.forced_name))
         if not self.is_single_call or TOOL_CALL_END in params.stop:
             return params
         return replace(params, stop=(*params.stop, TOOL_CALL_END))
@@ -110,6 +118,10 @@ class ToolPlan:
     @property
     def is_parsing(self) -> bool:
         return self.tools is not None
+
+    def parser(self) -> ToolCallStream:
+        """A streaming parser for one answer, in the server's format (call only when `is_parsing`)."""
+        return self.tool_format.parser(self.tools or ())
 
     def template_kwargs(self, requested: dict[str, Any] | None) -> dict[str, Any]:
         """The request's `chat_template_kwargs` plus the tools to offer."""
@@ -129,7 +141,7 @@ class ToolPlan:
         """A non-streamed `message` with its calls parsed out of `content`, and the finish reason."""
         if not self.is_parsing or message.content is None:
             return message, finish
-        content, calls = parse_tool_calls(message.content)
+        content, calls = self.tool_format.parse(message.content, self.tools or ())
         if not calls:
             return message, finish
         tool_calls = [ToolCall.model_validate(call_to_dict(c)) for c in calls]
@@ -141,7 +153,7 @@ class ToolStream:
     """One streamed choice's tool-call parsing: content in, content and `tool_calls` deltas out."""
 
     def __init__(self, plan: ToolPlan, opens_thinking: bool) -> None:
-        self._parser = ToolCallParser()
+        self._parser = plan.parser()
         self._prefix = plan.answer_prefix(opens_thinking)  # the pre-fill belongs to the answer
 
     def text(self, text: str) -> str:
