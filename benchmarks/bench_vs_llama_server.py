@@ -29,6 +29,13 @@ every request runs to its max_tokens):
               turn. -> wall seconds, per-turn prompt tokens and prompt tokens actually computed: llmhost
               from `usage.prompt_tokens_details.cached_tokens`, llama-server from its `timings`
               (`prompt_n` computed, `cache_n` reused); "n/a" where a server does not say.
+  rollouts    16 agent trajectories at once on the 8 slots (an RL rollout, a code-agent evaluation): each
+              starts with its own ~300-token task and runs 5 turns (24 tokens answered, then a ~40-token
+              tool observation). Twice as many trajectories as slots, so a trajectory's next turn often
+              finds its slot taken: a server that keeps evicted transcripts in host RAM (llmhost
+              --prefix-cache-ram-mb, llama-server --cache-ram, both on by default) restores them instead
+              of computing them again. 3 trajectories x 3 turns with --quick. -> wall seconds, prompt
+              tokens computed.
   n4          one /v1/completions request (not streamed) with n=4 on a ~300-token prompt, 32 tokens
               each, temperature 1. The prompt should be computed once, not 4 times. -> wall seconds,
               prompt tokens computed from /metrics (llmhost: `vllm:prefix_cache_queries_total` minus
@@ -95,7 +102,7 @@ THREADS = 2
 SLOTS = 8
 CTX_PER_SLOT = 8192
 REQUEST_TIMEOUT_S = 600.0
-WORKLOADS = ("raw", "single", "staggered", "shared", "multiturn", "n4")
+WORKLOADS = ("raw", "single", "staggered", "shared", "multiturn", "rollouts", "n4")
 CONTENDERS = ("llmhost", "llama-server", "llama-server-kvu")
 SEED = 1234
 RULE_TOPICS = (  # 17 rules: with the header and an item, a prompt of ~705 SmolLM2 tokens
@@ -155,6 +162,8 @@ class Sizes:
     shared_per_client: int
     turns: int
     parallel_conversations: int  # 0: skip the parallel part
+    rollouts: int  # trajectories at once
+    rollout_turns: int
     n4_reps: int
 
 
@@ -164,6 +173,8 @@ QUICK = Sizes(
     shared_per_client=3,
     turns=5,
     parallel_conversations=0,
+    rollouts=3,
+    rollout_turns=3,
     n4_reps=1,
 )
 FULL = Sizes(
@@ -172,6 +183,8 @@ FULL = Sizes(
     shared_per_client=10,
     turns=10,
     parallel_conversations=4,
+    rollouts=16,
+    rollout_turns=5,
     n4_reps=3,
 )
 
@@ -543,6 +556,43 @@ async def run_multiturn(server: Server, sizes: Sizes) -> Results:
     return out
 
 
+def observation(conv: int, turn: int) -> str:
+    """~40 tokens of tool output."""
+    return (
+        f"[tool output {conv}.{turn}] exit code 0; stdout: checked {turn + 3} files, found "
+        f"{(conv * 7 + turn) % 5} warnings about {TOPICS[(conv + turn) % len(TOPICS)]}; next step?"
+    )
+
+
+async def trajectory(client: httpx.AsyncClient, server: Server, conv: int, turns: int) -> list[Reply]:
+    messages = [{"role": "user", "content": long_prompt(100 + conv)}]
+    replies = []
+    for turn in range(turns):
+        body = {"messages": messages, "max_tokens": 24, "temperature": 0.0, "ignore_eos": True}
+        reply = await stream(client, server.base + "/v1/chat/completions", body)
+        messages += [
+            {"role": "assistant", "content": reply.text},
+            {"role": "user", "content": observation(conv, turn)},
+        ]
+        replies.append(reply)
+    return replies
+
+
+async def run_rollouts(server: Server, sizes: Sizes) -> Results:
+    async with new_client() as client:
+        start = time.perf_counter()
+        runs = await asyncio.gather(
+            *(trajectory(client, server, c, sizes.rollout_turns) for c in range(sizes.rollouts))
+        )
+        elapsed = time.perf_counter() - start
+    replies = [r for run in runs for r in run]
+    return {
+        "rollouts_s": elapsed,
+        "rollouts_prompt": sum_or_none([r.prompt_tokens for r in replies]),
+        "rollouts_computed": sum_or_none([r.computed for r in replies]),
+    }
+
+
 async def n4_once(client: httpx.AsyncClient, server: Server, rep: int) -> tuple[float, int | None, str]:
     """-> (seconds, prompt tokens computed (from /metrics), how it was sent)."""
     url = server.base + "/v1/completions"
@@ -578,6 +628,7 @@ SERVER_WORKLOADS: dict[str, Callable[[Server, Sizes], object]] = {
     "staggered": run_staggered,
     "shared": run_shared,  # first use of the instruction block on each fresh server: its cold round is cold
     "multiturn": run_multiturn,
+    "rollouts": run_rollouts,
     "n4": run_n4,
 }
 
@@ -694,6 +745,9 @@ ROWS = [
     ("multiturn_computed", "multiturn: computed prompt tokens, sum", "count"),
     ("multiturn_par_s", "multiturn: 4 conversations, s", "low"),
     ("multiturn_par_computed", "multiturn x4: computed prompt tok, sum", "count"),
+    ("rollouts_s", "rollouts: 16 trajectories x 5 turns, s", "low"),
+    ("rollouts_prompt", "rollouts: prompt tokens, sum", "count"),
+    ("rollouts_computed", "rollouts: computed prompt tokens, sum", "count"),
     ("n4_s", "n=4: ~300-tok prompt x 32 tok, s", "low"),
     ("n4_computed", "n=4: computed prompt tokens", "count"),
     ("rss_idle_mib", "server RSS after warm-up, MiB", "count"),
