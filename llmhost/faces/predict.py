@@ -25,7 +25,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -166,16 +165,14 @@ router = FaceRouter(
     "/",
     response_model=PredictStatusResponse,
     responses={
-        307: {"description": "A browser (Accept: text/html) is sent to /docs."},
         503: {"model": PredictUnavailableResponse, "description": "The model is loading, or failed to."},
     },
 )
-async def root(request: Request, state: StateDep) -> Any:
+async def root(state: StateDep) -> Any:
     """`{"status": "ok"}` (or `"batch"` with `--batch-mode`) once the model can answer, 503 before.
 
-    A browser is sent to the API docs (there is no web page yet)."""
-    if prefers_html(request.headers.get("accept", "")):
-        return RedirectResponse("/docs", status_code=307)
+    A browser (Accept ranking text/html over JSON) gets the chat page instead: that request never
+    reaches this route, the page face's own `GET /` matches it first (llmhost/faces/page)."""
     if not state.is_loaded:
         status = "loading" if state.load_error is None else "failed"
         detail = state.load_error or "the model is still loading; retry shortly"
@@ -207,26 +204,6 @@ async def predict(body: PredictRequest, request: Request, state: StateDep) -> Pr
 
 def _system(prompt: str | None) -> list[dict[str, str]]:
     return [{"role": "system", "content": prompt}] if prompt else []
-
-
-def prefers_html(accept: str) -> bool:
-    """True when the Accept header ranks text/html at least as high as JSON (a browser, not an API
-    client: curl, httpx and requests send `*/*`)."""
-    weights: dict[str, float] = {}
-    for part in accept.split(","):
-        media, *params = (p.strip() for p in part.split(";"))
-        weight = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip() == "q":
-                try:
-                    weight = float(value)
-                except ValueError:
-                    weight = 0.0
-        if media:
-            weights[media.lower()] = max(weight, weights.get(media.lower(), 0.0))
-    html = weights.get("text/html", 0.0)
-    return html > 0 and html >= weights.get("application/json", 0.0)
 
 
 def mount(app: FastAPI, shapes: ErrorShapes) -> None:

@@ -1,14 +1,15 @@
 """API-key authentication as a pure ASGI middleware (no per-chunk overhead on streams).
 
 Every route needs `Authorization: Bearer KEY`, or `x-api-key: KEY` (the header Anthropic's SDKs send),
-except the probes an orchestrator calls without credentials (`/live`, `/health`, `/ready`). A refusal is
+except the probes an orchestrator calls without credentials (`/live`, `/health`, `/ready`) and what the
+app names public (the chat page's own files: a browser must load them to ask for the key). A refusal is
 a 401 in the error shape of the face the path belongs to, so each contract's existing clients can read it.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -30,16 +31,24 @@ def load_api_keys(keys: Iterable[str], key_file: str | None) -> list[str]:
 
 
 class ApiKeyMiddleware:
-    def __init__(self, app: ASGIApp, *, api_keys: list[str], shapes: ErrorShapes) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        api_keys: list[str],
+        shapes: ErrorShapes,
+        is_public: Callable[[Scope], bool] = lambda scope: False,
+    ) -> None:
         self.app = app
         self._shapes = shapes
         self._keys = [k.encode() for k in api_keys]
+        self._is_public = is_public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
-        if self._is_authorized(scope):
+        if self._is_public(scope) or self._is_authorized(scope):
             await self.app(scope, receive, send)
             return
         await self._refuse(scope, send)

@@ -43,6 +43,7 @@ PROTECTED = [
     ("GET", "/api/v1/model/info"),
     ("POST", "/predict"),
     ("GET", "/"),
+    ("GET", "/prompt_templates"),
 ]
 
 
@@ -66,6 +67,13 @@ def test_probes_stay_open(locked_server):
     wait_ready(locked_server)  # without a key: a probe that asked for one would never answer 200
     for path in ("/live", "/health", "/ready"):
         assert httpx.get(locked_server.url + path).status_code == 200
+
+
+def test_the_chat_page_loads_without_a_key(locked_server):
+    """As llama-server's web UI: the page and its files are open, and the page asks for the key."""
+    r = httpx.get(locked_server.url + "/", headers={"accept": "text/html"})
+    assert r.status_code == 200 and "page/app.js" in r.text
+    assert httpx.get(locked_server.url + "/page/app.js").status_code == 200
 
 
 def test_each_key_works_through_the_sdk(locked_server):

@@ -9,7 +9,6 @@ import time
 import httpx
 import pytest
 
-from llmhost.faces.predict import prefers_html
 from tests.conftest import TEST_MAX_MODEL_LEN, start_server, stop_server
 from tests.scripted_engine import ScriptedEngine, scripted_client
 
@@ -49,27 +48,12 @@ def test_root_says_ok_or_batch(server, http):
     assert r.status_code == 200 and r.json() == {"status": "batch"}
 
 
-def test_root_sends_a_browser_to_the_docs(http):
+def test_root_gives_a_browser_the_chat_page_and_the_harness_its_json(http):
+    """The chat page (tests/page) answers a browser; every API client keeps the readiness JSON."""
     browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
     r = http.get("/", headers={"accept": browser}, follow_redirects=False)
-    assert r.status_code == 307 and r.headers["location"] == "/docs"
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert http.get("/", headers={"accept": "application/json"}).json() == {"status": "batch"}
-
-
-@pytest.mark.parametrize(
-    ("accept", "is_html"),
-    [
-        ("*/*", False),
-        ("", False),
-        ("application/json", False),
-        ("text/html", True),
-        ("text/html;q=0.5, application/json", False),
-        ("application/json;q=0.5, text/html", True),
-        ("text/html;q=0", False),
-    ],
-)
-def test_prefers_html(accept, is_html):
-    assert prefers_html(accept) is is_html
 
 
 async def test_root_and_predict_answer_503_until_the_model_is_loaded(model_path):
