@@ -66,7 +66,7 @@ function titleOf(text) {
 function selectConversation(id) {
   state.activeId = id;
   persist();
-  document.body.classList.remove("show-sidebar");
+  showPanel("show-sidebar", false);
   render();
 }
 
@@ -396,9 +396,13 @@ function bindSettings() {
 }
 
 // -- wiring ------------------------------------------------------------------------------------------
-function togglePanel(className, toggle) {
-  const isShown = document.body.classList.toggle(className);
-  toggle.setAttribute("aria-expanded", String(isShown));
+// The conversation list and the settings slide over the chat on a phone; the ☰ and ⚙ buttons say whether
+// theirs is shown.
+const PANEL_TOGGLES = { "show-sidebar": $("toggle-sidebar"), "show-settings": $("toggle-settings") };
+
+function showPanel(className, isShown) {
+  document.body.classList.toggle(className, isShown);
+  PANEL_TOGGLES[className].setAttribute("aria-expanded", String(isShown));
 }
 
 ui.composer.addEventListener("submit", (event) => {
@@ -415,14 +419,15 @@ ui.stop.addEventListener("click", () => state.running?.controller.abort());
 $("new-chat").addEventListener("click", () => {
   if (activeConversation()?.messages.length !== 0) startConversation(); // an empty one is reused
   persist();
-  document.body.classList.remove("show-sidebar");
+  showPanel("show-sidebar", false);
   render();
   ui.prompt.focus();
 });
-$("toggle-sidebar").addEventListener("click", (event) => togglePanel("show-sidebar", event.currentTarget));
-$("toggle-settings").addEventListener("click", (event) => togglePanel("show-settings", event.currentTarget));
+for (const [className, toggle] of Object.entries(PANEL_TOGGLES)) {
+  toggle.addEventListener("click", () => showPanel(className, !document.body.classList.contains(className)));
+}
 for (const close of document.querySelectorAll(".close-panel")) {
-  close.addEventListener("click", () => document.body.classList.remove(close.dataset.panel));
+  close.addEventListener("click", () => showPanel(close.dataset.panel, false));
 }
 ui.keyForm.addEventListener("submit", () => keyGiven()); // method=dialog closes the dialog first
 $("key-cancel").addEventListener("click", () => {
