@@ -134,6 +134,15 @@ class Delta:
 
 
 @dataclass(frozen=True)
+class PromptImage:
+    """One image of a prompt, in the form the engine that reads it prepared (`prepare_image`)."""
+
+    num_tokens: int  # placeholder tokens it fills in the prompt
+    data: Any  # the engine's own (transformers: the pixel patches and their grid)
+    offset: int = -1  # where its placeholder tokens start in the prompt, once placed there
+
+
+@dataclass(frozen=True)
 class EngineInfo:
     """What the layers above need to know about the loaded model and engine."""
 
@@ -159,6 +168,10 @@ class EngineInfo:
     reuses_prefixes: bool = False
     # A fallback chain (--fallback-model, --engine a,b): what was chosen and why earlier candidates failed.
     load_report: dict[str, Any] | None = None
+    # The model reads images (an `ImageEngine`): the chat template writes `image_token_id` once per
+    # image, and the pipeline widens it to the tokens the engine's `prepare_image` says the image fills.
+    accepts_images: bool = False
+    image_token_id: int | None = None
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,12 @@ Faces and the conversation layer talk to engines only through this protocol, so 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
+from llmhost.types import Delta, EngineInfo, EngineStats, PromptImage, SamplingParams
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 
 class EngineListener(Protocol):
@@ -54,3 +57,26 @@ class Engine(Protocol):
     def attach_listener(self, listener: EngineListener) -> None:
         """Whom to tell when the engine stops serving by itself and when it serves again. An engine that
         cannot go down on its own (in-process) keeps no listener."""
+
+
+class ImageEngine(Engine, Protocol):
+    """An engine whose `info().accepts_images` is true. The pipeline calls `prepare_image` for each
+    decoded image of a prompt (off the event loop), writes that many `image_token_id`s where the chat
+    template placed the image, and passes the prepared images with the prompt to `generate`. Other
+    engines are never handed an image: a request with one is refused before it reaches them."""
+
+    def prepare_image(self, image: Image) -> PromptImage:
+        """Resize and encode one RGB image the way the model reads it; raises `InvalidRequest` for an
+        image the model cannot take (an extreme aspect ratio, say)."""
+        ...
+
+    def generate(
+        self,
+        prompt_tokens: Sequence[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        *,
+        images: Sequence[PromptImage] = (),
+    ) -> AsyncIterator[Delta]:
+        """As `Engine.generate`; `images` are the prompt's, in order, each with its `offset`."""
+        ...

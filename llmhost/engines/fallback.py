@@ -13,7 +13,7 @@ from typing import Any
 
 from llmhost.engines.base import Engine, EngineListener
 from llmhost.errors import ModelLoadError, ModelNotLoaded
-from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
+from llmhost.types import Delta, EngineInfo, EngineStats, PromptImage, SamplingParams
 
 log = logging.getLogger("llmhost.engines")
 
@@ -114,9 +114,19 @@ class FallbackEngine:
 
     # -- the Engine protocol, delegated ------------------------------------------------------------
     def generate(
-        self, prompt_tokens: Sequence[int], params: SamplingParams, request_id: str | None = None
+        self,
+        prompt_tokens: Sequence[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        *,
+        images: Sequence[PromptImage] = (),
     ) -> AsyncIterator[Delta]:
+        if images:  # only when the chosen engine takes images (its info says so)
+            return self._engine().generate(prompt_tokens, params, request_id, images=images)  # type: ignore[call-arg]
         return self._engine().generate(prompt_tokens, params, request_id)
+
+    def prepare_image(self, image: Any) -> PromptImage:
+        return self._engine().prepare_image(image)  # type: ignore[attr-defined]
 
     def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
         return self._engine().tokenize(text, add_special=add_special)

@@ -23,8 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from llmhost.conversation.prompt_templates import messages_for_request
 from llmhost.conversation.reasoning import ReasoningParserName, ReasoningSplitter, split_reasoning
-from llmhost.errors import LlmhostError
+from llmhost.errors import InvalidRequest, LlmhostError
 from llmhost.faces.wire import FaceRouter, ResponseModel, error_responses, event_stream, json_response
+from llmhost.media import ImagePart
 from llmhost.pipeline import ChatInput, Generation, GenerationRequest
 from llmhost.server.deps import StateDep
 from llmhost.server.errors import ErrorShapes, describe, responder, shaped_route_class
@@ -72,6 +73,9 @@ class ModelInfoResponse(ResponseModel):
     model_size: int = Field(description="The model file's size in bytes; 0 until the model has loaded.")
     engine: str | None
     max_model_len: int | None
+    accepts_images: bool | None = Field(
+        None, description="Whether the served model takes images (`images`); null until it has loaded."
+    )
     # A fallback chain (--fallback-model, --engine a,b) only: what was chosen, and why earlier ones failed.
     chosen_engine: str | None = None
     chosen_model: str | None = None
@@ -116,6 +120,11 @@ class HistoryTurn(_Request):
 class SimpleChatRequest(_Request):
     message: StrictStr
     history: list[HistoryTurn] | None = None
+    images: list[StrictStr] | None = Field(
+        None,
+        description="Images shown with `message`, before its text: base64 `data:` URLs (or `file://` and "
+        "`http(s)://` URLs where the server allows them). Only a model that takes images accepts them.",
+    )
     max_new_tokens: StrictInt | None = Field(None, ge=1, description="Default: until the model stops.")
     temperature: Number | None = Field(None, ge=0.0, le=2.0)
     top_p: Number | None = Field(None, gt=0.0, le=1.0)
@@ -142,10 +151,20 @@ class SimpleChatRequest(_Request):
 
     def messages(self, prompt_templates_dir: str | None = None) -> list[dict[str, Any]]:
         turns = [{"role": t.role, "content": t.content} for t in self.history or ()]
-        messages = [*turns, {"role": "user", "content": self.message}]
+        content: str | list[dict[str, Any]] = self.message
+        if self.images:
+            if self.prompt_template is not None:
+                raise InvalidRequest(
+                    "a 'prompt_template' cannot be combined with images yet", param="prompt_template"
+                )
+            content = [*({"type": "image"} for _ in self.images), {"type": "text", "text": self.message}]
+        messages = [*turns, {"role": "user", "content": content}]
         return messages_for_request(
             messages, self.prompt_template, self.template_vars, directory=prompt_templates_dir
         )
+
+    def image_parts(self) -> tuple[ImagePart, ...]:
+        return tuple(ImagePart(url, f"images[{i}]") for i, url in enumerate(self.images or ()))
 
     def template_kwargs(self) -> dict[str, Any]:
         return {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
@@ -169,7 +188,11 @@ class SimpleChatRequest(_Request):
 async def _start(body: SimpleChatRequest, state: ServerState) -> Generation:
     """Render, validate and admit, so every error so far is an HTTP error, not a stream event."""
     state.require_loaded()
-    chat = ChatInput(body.messages(state.settings.prompt_templates), template_kwargs=body.template_kwargs())
+    chat = ChatInput(
+        body.messages(state.settings.prompt_templates),
+        template_kwargs=body.template_kwargs(),
+        images=body.image_parts(),
+    )
     return await state.generation.start(GenerationRequest([chat], [[body.sampling()]], param="message"))
 
 
@@ -273,6 +296,7 @@ async def model_info(state: StateDep) -> ModelInfoResponse:
         model_size=info.model_size_bytes if info is not None else 0,
         engine=info.engine if info is not None else None,
         max_model_len=info.max_model_len if info is not None else None,
+        accepts_images=info.accepts_images if info is not None else None,
         # A fallback chain (--fallback-model, --engine a,b): what was chosen and why earlier ones failed.
         **((info.load_report or {}) if info is not None else {}),
     )

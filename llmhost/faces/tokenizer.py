@@ -90,6 +90,7 @@ async def tokenize(body: TokenizeRequest, state: StateDep) -> TokenizeResponse:
             [m.to_template() for m in body.messages],
             template_kwargs=kwargs,
             add_generation_prompt=body.add_generation_prompt,
+            images=tuple(part for i, m in enumerate(body.messages) for part in m.image_parts(i)),
         )
         [prompt] = await state.generation.prepare([chat], param="messages")
         tokens = prompt.token_ids

@@ -11,6 +11,9 @@ they are). `PromptPreparer` turns them into `PreparedPrompt`s:
   template over thousands of messages, or llama.cpp's tokenizer on text with many special tokens (it
   grows with their square), can take seconds, and `/health`, `/metrics` and every other client must not
   wait for it. Small inputs (the usual case) are prepared inline, which costs less than a thread hop.
+- Images (a `ChatInput`'s `images`) are refused at once by a model that reads text only, then loaded
+  and decoded (`llmhost/media`), prepared by the engine and placed in the prompt (`image_prompts.py`)
+  on the thread pool.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from llmhost.conversation.reasoning import answer_prefill, prompt_opens_thinking
 from llmhost.conversation.template import ChatTemplate
 from llmhost.engines.base import Engine
 from llmhost.errors import InvalidRequest
+from llmhost.media import ImageLimits, ImagePart, load_images
+from llmhost.pipeline.image_prompts import place_images, prepare_images, refuse_images_unless_accepted
+from llmhost.types import PromptImage
 
 # Inputs up to this many characters (and messages) are prepared on the event loop: measured on the
 # embedded model, 16k characters render and tokenize in about 2 ms.
@@ -36,7 +42,9 @@ PREPARE_WORKERS = 4  # threads; tokenizers release the GIL, templates hold it on
 
 @dataclass(frozen=True)
 class ChatInput:
-    """A conversation in chat-template form (`{"role", "content", …}` dicts, content a string)."""
+    """A conversation in chat-template form (`{"role", "content", …}` dicts). Content is a string, or,
+    in a message with images, a list of `{"type": "text", "text"}` and `{"type": "image"}` parts (the
+    form vision models' templates read); `images` are those images' sources, in the same order."""
 
     messages: list[dict[str, Any]]
     template_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -44,6 +52,7 @@ class ChatInput:
     # Text the answer is made to start with (a forced tool call's opening): appended to the prompt's
     # tokens, not to its rendered text; a think block the template opened is closed before it.
     prefill: str = ""
+    images: tuple[ImagePart, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,16 +81,25 @@ class PreparedPrompt:
     token_ids: list[int]
     text: str  # the rendered conversation, the raw text, or the detokenized ids (when asked for)
     opens_thinking: bool = False  # the template opened a think block: the answer starts inside it
+    images: tuple[PromptImage, ...] = ()  # prepared by the engine, placed at their offsets in token_ids
 
     def __len__(self) -> int:
         return len(self.token_ids)
 
 
 class PromptPreparer:
-    def __init__(self, engine: Engine, template: Callable[[], ChatTemplate], *, max_messages: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        template: Callable[[], ChatTemplate],
+        *,
+        max_messages: int,
+        image_limits: ImageLimits | None = None,
+    ) -> None:
         self._engine = engine
         self._template = template  # the loaded model's template (raises ModelNotLoaded before)
         self._max_messages = max_messages
+        self._image_limits = image_limits or ImageLimits()
         self._pool = concurrent.futures.ThreadPoolExecutor(
             PREPARE_WORKERS, thread_name_prefix="llmhost-prepare"
         )
@@ -108,13 +126,25 @@ class PromptPreparer:
         sizes = [_num_chars(i) for i in inputs]
         self._refuse_what_cannot_fit(sizes, param, batch_noun, indices)
         template = self._template() if any(isinstance(i, ChatInput) for i in inputs) else None
+        images = await self._load_images(inputs)
         num_total = sum(len(i.messages) if isinstance(i, ChatInput) else 1 for i in inputs)
-        if sum(sizes) <= INLINE_MAX_CHARS and num_total <= INLINE_MAX_MESSAGES:
-            return [self._prepare_one(i, template) for i in inputs]
+        if sum(sizes) <= INLINE_MAX_CHARS and num_total <= INLINE_MAX_MESSAGES and not any(images):
+            return [self._prepare_one(i, template, []) for i in inputs]
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._pool, lambda: [self._prepare_one(i, template) for i in inputs]
+            self._pool,
+            lambda: [
+                self._prepare_one(i, template, pictures) for i, pictures in zip(inputs, images, strict=True)
+            ],
         )
+
+    async def _load_images(self, inputs: Sequence[PromptInput]) -> list[list[Any]]:
+        """Each input's decoded images ([] for most); a model that reads text only refuses them first."""
+        parts = [i.images if isinstance(i, ChatInput) else () for i in inputs]
+        if not any(parts):
+            return [[] for _ in inputs]
+        refuse_images_unless_accepted(next(p for p in parts if p), self._engine.info())
+        return [await load_images(p, self._image_limits) if p else [] for p in parts]
 
     def _refuse_what_cannot_fit(
         self, sizes: list[int], param: str, batch_noun: str | None, indices: Sequence[int] | None
@@ -135,7 +165,9 @@ class PromptPreparer:
                 indices=indices,
             )
 
-    def _prepare_one(self, item: PromptInput, template: ChatTemplate | None) -> PreparedPrompt:
+    def _prepare_one(
+        self, item: PromptInput, template: ChatTemplate | None, images: list[Any]
+    ) -> PreparedPrompt:
         engine = self._engine
         if isinstance(item, TokenInput):
             vocab_size = engine.info().vocab_size  # an id outside it must never reach the tokenizer
@@ -151,7 +183,14 @@ class PromptPreparer:
         )
         opens_thinking = prompt_opens_thinking(text)
         prefill = answer_prefill(item.prefill, opens_thinking)
-        return PreparedPrompt(engine.tokenize(text + prefill), text, opens_thinking)
+        token_ids = engine.tokenize(text + prefill)
+        if not images:
+            return PreparedPrompt(token_ids, text, opens_thinking)
+        image_token_id = engine.info().image_token_id
+        assert image_token_id is not None  # refused earlier by an engine that takes no images
+        prepared = prepare_images(engine, images, item.images)
+        token_ids, placed = place_images(token_ids, prepared, image_token_id, item.images)
+        return PreparedPrompt(token_ids, text, opens_thinking, placed)
 
 
 def _num_chars(item: PromptInput) -> int:
@@ -164,4 +203,6 @@ def _num_chars(item: PromptInput) -> int:
 
 def _message_chars(message: dict[str, Any]) -> int:
     content = message.get("content")
+    if isinstance(content, list):  # text and image parts
+        return sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
     return len(content) if isinstance(content, str) else 0

@@ -26,6 +26,8 @@ from starlette.types import Receive
 from llmhost.context_window import completion_room, ensure_fits
 from llmhost.conversation.template import ChatTemplate
 from llmhost.engines.base import Engine
+from llmhost.errors import InvalidRequest
+from llmhost.media import ImageLimits
 from llmhost.pipeline.admission import Admission, TrackedStream, open_streams
 from llmhost.pipeline.fanout import collect, merge_streams
 from llmhost.pipeline.prompts import PreparedPrompt, PromptInput, PromptPreparer
@@ -143,12 +145,15 @@ class GenerationService:
         *,
         max_messages: int,
         timeout_s: float | None,
+        image_limits: ImageLimits | None = None,
     ) -> None:
         self.engine = engine
         self.admission = admission
         self.metrics = metrics
         self._timeout_s = timeout_s
-        self._preparer = PromptPreparer(engine, template, max_messages=max_messages)
+        self._preparer = PromptPreparer(
+            engine, template, max_messages=max_messages, image_limits=image_limits
+        )
 
     def info(self) -> EngineInfo:
         return self.engine.info()
@@ -168,6 +173,11 @@ class GenerationService:
         prompts = await self._preparer.prepare(
             request.prompts, param=request.param, batch_noun=request.batch_noun, indices=request.batch_indices
         )
+        if request.driver is not None and any(p.images for p in prompts):
+            # A driver (the code loop) re-feeds text it extends; the images would be lost on its turns.
+            raise InvalidRequest(
+                "images cannot be combined with the code loop ('code_tools') yet", param="code_tools"
+            )
         sampling = self._fit(request, prompts)
         request_id = request.request_id or uuid.uuid4().hex
         prompt_of = [p for p, params in enumerate(sampling) for _ in params]
@@ -184,6 +194,8 @@ class GenerationService:
     ) -> Callable[[], AsyncIterator[Delta]]:
         if driver is not None:
             return lambda: driver(prompt, params, sequence_id)
+        if prompt.images:  # only an ImageEngine gets here: the preparer refused images for the others
+            return lambda: self.engine.generate(prompt.token_ids, params, images=prompt.images)  # type: ignore[call-arg]
         return lambda: self.engine.generate(prompt.token_ids, params)
 
     def _fit(self, request: GenerationRequest, prompts: list[PreparedPrompt]) -> list[list[SamplingParams]]:

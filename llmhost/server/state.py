@@ -15,6 +15,7 @@ from llmhost.config import Settings
 from llmhost.conversation.template import ChatTemplate
 from llmhost.engines.base import Engine
 from llmhost.errors import ModelNotFound, ModelNotLoaded
+from llmhost.media import ImageLimits
 from llmhost.pipeline import GenerationService
 from llmhost.pipeline.admission import Admission
 from llmhost.server.metrics import ServerMetrics
@@ -61,6 +62,7 @@ class ServerState:
             self.metrics,
             max_messages=self.settings.max_messages,
             timeout_s=self.settings.request_timeout,
+            image_limits=ImageLimits.from_settings(self.settings),
         )
         self.engine.attach_listener(self)  # an engine that can go down and come back tells us
 

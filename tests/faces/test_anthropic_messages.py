@@ -29,6 +29,12 @@ WEATHER = {
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
 ASK_WEATHER = {**HI, "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": [WEATHER]}
+# A 1x1 PNG, as the SDK's image blocks carry it.
+PNG_SOURCE = {
+    "type": "base64",
+    "media_type": "image/png",
+    "data": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC",
+}
 
 
 def qwen3_engine() -> ScriptedEngine:
@@ -306,9 +312,33 @@ BAD = [
     ("temperature over 1", {**HI, "temperature": 1.5}, "temperature"),
     ("unknown block", {**HI, "messages": [{"role": "user", "content": [{"type": "video"}]}]}, "messages"),
     (
-        "image block",
+        "image block without a source",
         {**HI, "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]},
-        "'image' blocks are not supported",
+        "messages",
+    ),
+    (
+        "image block to a model that reads text only",
+        {**HI, "messages": [{"role": "user", "content": [{"type": "image", "source": PNG_SOURCE}]}]},
+        "reads text only and cannot take images",
+    ),
+    (
+        "image block in a tool result",
+        {
+            **HI,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "t",
+                            "content": [{"type": "image", "source": PNG_SOURCE}],
+                        }
+                    ],
+                }
+            ],
+        },
+        "'image' blocks are accepted in user content only",
     ),
     ("server tool", {**HI, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0]"),
     ("strict tool", {**HI, "tools": [{**WEATHER, "strict": True}]}, "strict"),

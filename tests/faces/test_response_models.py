@@ -673,8 +673,8 @@ EXPECTED: dict[str, str] = {
     "models": (
         "200 application/json\n"
         '{"object":"list","data":[{"id":"main","object":"model","created":0,"owned_by":"llmhost",'
-        '"max_model_len":4096},{"id":"alias","object":"model","created":0,"owned_by":"llmhost",'
-        '"max_model_len":4096,"root":"main"}]}'
+        '"max_model_len":4096,"input_modalities":["text"]},{"id":"alias","object":"model","created":0,'
+        '"owned_by":"llmhost","max_model_len":4096,"root":"main","input_modalities":["text"]}]}'
     ),
     "observation": (
         "200 application/json\n"
@@ -722,12 +722,12 @@ EXPECTED: dict[str, str] = {
     "simple_model_info": (
         "200 application/json\n"
         '{"model_name":"scripted","device":"cpu","is_loaded":true,"model_size":1234,'
-        '"engine":"scripted","max_model_len":4096}'
+        '"engine":"scripted","max_model_len":4096,"accepts_images":false}'
     ),
     "simple_model_info_fallback": (
         "200 application/json\n"
         '{"model_name":"scripted","device":"cpu","is_loaded":true,"model_size":1234,"engine":"scripted",'
-        '"max_model_len":4096,"chosen_engine":"llama.cpp","chosen_model":"(embedded)",'
+        '"max_model_len":4096,"accepts_images":false,"chosen_engine":"llama.cpp","chosen_model":"(embedded)",'
         '"candidates":[{"engine":"vllm","model":"x"},{"engine":"llama.cpp","model":"(embedded)"}],'
         '"fallback_failures":[{"engine":"vllm","model":"x","error":"no GPU"}]}'
     ),

@@ -3,7 +3,8 @@
 Requests are validated strictly: a string where a number belongs is a 400 naming the field. Unknown
 fields are ignored, as vLLM does, so newer SDKs keep working; the fields Anthropic defines that would
 change the answer and that llmhost does not implement are a 400 naming them (`check_supported`):
-server tools, `output_config.format`, `mcp_servers`, `container`, image and document blocks, strict tools.
+server tools, `output_config.format`, `mcp_servers`, `container`, document blocks, strict tools, and
+images anywhere but in user content.
 
 Accepted without effect: `context_management` and `output_config.effort`, which Claude Code sends and a
 400 would break it for (Anthropic clears old tool results and thinking on its side; here the whole
@@ -15,7 +16,8 @@ not touch the answer. `tool_result.is_error` reaches the model only through the 
 The conversation becomes the chat template's messages: `system` (and any `system`-role message) one
 system message; a user `tool_result` a `tool` message; an assistant `tool_use` an OpenAI-style
 `tool_calls` entry (the form templates render) and its `thinking` the `reasoning_content`. A last
-assistant message is a pre-fill: the answer continues it.
+assistant message is a pre-fill: the answer continues it. A user `image` block (a `base64` or `url`
+source) becomes an image part of its message, for a model that takes images (others answer 400).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from llmhost.conversation.reasoning import ReasoningParserName
 from llmhost.conversation.tool_formats import ToolCallFormat
 from llmhost.errors import InvalidRequest
 from llmhost.faces.openai.tool_calls import ToolPlan
+from llmhost.media import ImagePart
 from llmhost.pipeline import ChatInput
 from llmhost.types import SamplingParams
 
@@ -47,8 +50,27 @@ class TextBlock(_Request):
     text: StrictStr
 
 
+class Base64ImageSource(_Request):
+    type: Literal["base64"]
+    media_type: Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
+    data: StrictStr
+
+    def url(self) -> str:
+        return f"data:{self.media_type};base64,{self.data}"
+
+
+class URLImageSource(_Request):
+    type: Literal["url"]
+    url: StrictStr
+
+
 class ImageBlock(_Request):
     type: Literal["image"]
+    source: Annotated[Base64ImageSource | URLImageSource, Field(discriminator="type")]
+
+    def part(self, param: str) -> ImagePart:
+        source = self.source
+        return ImagePart(source.url() if isinstance(source, Base64ImageSource) else source.url, param)
 
 
 class DocumentBlock(_Request):
@@ -215,7 +237,7 @@ class _Conversation(_Request):
     def chat_input(self, plan: ToolPlan) -> ChatInput:
         """The conversation as the pipeline renders it (a forced call's start or a last assistant
         message pre-filled)."""
-        messages, prefill = self._template_messages()
+        messages, prefill, images = self._template_messages()
         if prefill and plan.prefill:
             raise InvalidRequest(
                 "a last assistant message (a pre-fill) cannot be combined with a forced 'tool_choice'",
@@ -223,7 +245,10 @@ class _Conversation(_Request):
             )
         kwargs = {} if self.thinking is None else {"enable_thinking": self.thinking.is_on}
         return ChatInput(
-            messages, template_kwargs=plan.template_kwargs(kwargs), prefill=plan.prefill or prefill
+            messages,
+            template_kwargs=plan.template_kwargs(kwargs),
+            prefill=plan.prefill or prefill,
+            images=tuple(images),
         )
 
     def reasoning_parser(self, server_parser: ReasoningParserName | None) -> ReasoningParserName | None:
@@ -245,7 +270,7 @@ class _Conversation(_Request):
                 texts.append(block.text)
         return texts
 
-    def _template_messages(self) -> tuple[list[dict[str, Any]], str]:
+    def _template_messages(self) -> tuple[list[dict[str, Any]], str, list[ImagePart]]:
         system = [text for text in self._system_texts() if not text.startswith(BILLING_HEADER)]
         out = [{"role": "system", "content": "\n".join(system)}] if system else []
         turns = [(i, m) for i, m in enumerate(self.messages) if m.role != "system"]
@@ -253,12 +278,13 @@ class _Conversation(_Request):
         if turns and turns[-1][1].role == "assistant":
             index, last = turns.pop()
             prefill = _prefill_text(last, index)
+        images: list[ImagePart] = []
         for index, message in turns:
             if message.role == "assistant":
                 out.append(_assistant_turn(message, index))
             else:
-                out.extend(_user_turns(message, index))
-        return out, prefill
+                out.extend(_user_turns(message, index, images))
+        return out, prefill, images
 
 
 class MessagesRequest(_Conversation):
@@ -285,24 +311,44 @@ class CountTokensRequest(_Conversation):
 
 
 # -- turns -------------------------------------------------------------------------------------------
-def _user_turns(message: InputMessage, index: int) -> list[dict[str, Any]]:
-    """User text as user messages and each `tool_result` as a `tool` message, in their order."""
+def _user_turns(message: InputMessage, index: int, images: list[ImagePart]) -> list[dict[str, Any]]:
+    """User text (and images) as user messages and each `tool_result` as a `tool` message, in their
+    order; the images found are appended to `images`."""
     out: list[dict[str, Any]] = []
-    texts: list[str] = []
+    parts: list[TextBlock | ImageBlock] = []
     for j, block in enumerate(message.blocks()):
+        where = f"messages[{index}].content[{j}]"
         if isinstance(block, TextBlock):
-            texts.append(block.text)
+            parts.append(block)
+        elif isinstance(block, ImageBlock):
+            parts.append(block)
+            images.append(block.part(where))
         elif isinstance(block, ToolResultBlock):
-            if texts:
-                out.append({"role": "user", "content": "\n".join(texts)})
-                texts = []
-            content = _result_text(block, f"messages[{index}].content[{j}]")
+            if parts:
+                out.append(_user_message(parts))
+                parts = []
+            content = _result_text(block, where)
             out.append({"role": "tool", "tool_call_id": block.tool_use_id, "content": content})
         else:
-            raise _unsupported(block.type, "user", f"messages[{index}].content[{j}]")
-    if texts or not out:
-        out.append({"role": "user", "content": "\n".join(texts)})
+            raise _unsupported(block.type, "user", where)
+    if parts or not out:
+        out.append(_user_message(parts))
     return out
+
+
+def _user_message(parts: list[TextBlock | ImageBlock]) -> dict[str, Any]:
+    """Text blocks joined by line breaks; with images, text and image parts in their order."""
+    if all(isinstance(p, TextBlock) for p in parts):
+        return {"role": "user", "content": "\n".join(p.text for p in parts if isinstance(p, TextBlock))}
+    content: list[dict[str, Any]] = []
+    for part in parts:
+        if isinstance(part, ImageBlock):
+            content.append({"type": "image"})
+        elif content and content[-1]["type"] == "text":
+            content[-1]["text"] += "\n" + part.text
+        else:
+            content.append({"type": "text", "text": part.text})
+    return {"role": "user", "content": content}
 
 
 def _assistant_turn(message: InputMessage, index: int) -> dict[str, Any]:
@@ -350,8 +396,10 @@ def _result_text(block: ToolResultBlock, where: str) -> str:
 
 
 def _unsupported(block_type: str, place: str, param: str) -> InvalidRequest:
-    if block_type in ("image", "document"):
+    if block_type == "document":
+        return InvalidRequest("'document' blocks are not supported: the model reads text only", param=param)
+    if block_type == "image":
         return InvalidRequest(
-            f"'{block_type}' blocks are not supported: the model reads text only", param=param
+            f"{param}: 'image' blocks are accepted in user content only, not in {place}", param=param
         )
     return InvalidRequest(f"'{block_type}' blocks are not allowed in {place} content", param=param)

@@ -66,6 +66,7 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep, request
         template_kwargs=tool_plan.template_kwargs(body.chat_template_kwargs),
         add_generation_prompt=body.add_generation_prompt,
         prefill=tool_plan.prefill,  # a forced call's start
+        images=body.image_parts(),
     )
     if code_loop.is_requested(body, state):  # --code-tools: generate, run code, feed it back (own module)
         if body.return_token_ids:

@@ -37,10 +37,17 @@ router = FaceRouter(tags=["openai"], route_class=ItemLimitRoute, responses=ERROR
 
 @router.get("/v1/models")
 async def list_models(state: StateDep) -> ModelList:
-    max_len = state.engine.info().max_model_len if state.is_loaded else None
+    info = state.engine.info() if state.is_loaded else None
     created = int(state.started_s)
     first, *aliases = state.served_names
-    card = {"object": "model", "created": created, "owned_by": "llmhost", "max_model_len": max_len}
+    card: dict[str, Any] = {
+        "object": "model",
+        "created": created,
+        "owned_by": "llmhost",
+        "max_model_len": info.max_model_len if info is not None else None,
+    }
+    if info is not None:
+        card["input_modalities"] = ["text", "image"] if info.accepts_images else ["text"]
     return ModelList(
         object="list",
         data=[ModelCard(id=first, **card)] + [ModelCard(id=a, **card, root=first) for a in aliases],

@@ -248,6 +248,10 @@ class ModelCard(ResponseModel):
     owned_by: str
     max_model_len: int | None = Field(description="null while the model is not loaded.")
     root: str | None = Field(None, description="Sent for an alias: the name it stands for.")
+    input_modalities: list[Literal["text", "image"]] | None = Field(
+        None,
+        description='What the model reads, once loaded: ["text"], or ["text", "image"] for a vision model.',
+    )
 
 
 class ModelList(ResponseModel):

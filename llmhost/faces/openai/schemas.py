@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, Stri
 from llmhost.conversation.prompt_templates import messages_for_request
 from llmhost.conversation.structured import grammar_for_response_format
 from llmhost.errors import InvalidRequest
+from llmhost.media import ImagePart, image_error
 from llmhost.types import SamplingParams
 
 from .tool_calls import check_tools
@@ -29,11 +30,24 @@ class TextPart(_Request):
     text: StrictStr
 
 
+class ImageURL(_Request):
+    url: StrictStr  # a base64 data: URL, a file:// URL or an http(s) URL (see llmhost/media/sources.py)
+    detail: Literal["auto", "low", "high"] | None = None  # accepted; the model's image processor sizes it
+
+
+class ImageURLPart(_Request):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+ContentPart = Annotated[TextPart | ImageURLPart, Field(discriminator="type")]
+
+
 class ChatMessage(_Request):
     model_config = ConfigDict(extra="allow", strict=True)  # templates may read extra keys (e.g. name)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: StrictStr | list[TextPart] | None = None
+    content: StrictStr | list[ContentPart] | None = None
     name: StrictStr | None = None
     tool_call_id: StrictStr | None = None
     tool_calls: list[dict[str, Any]] | None = None
@@ -44,11 +58,34 @@ class ChatMessage(_Request):
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    def image_parts(self, index: int) -> list[ImagePart]:
+        """The message's images, each named by its place (`messages[1].content[0]`); user messages only."""
+        if not isinstance(self.content, list):
+            return []
+        parts = []
+        for j, part in enumerate(self.content):
+            if isinstance(part, ImageURLPart):
+                param = f"messages[{index}].content[{j}]"
+                image = ImagePart(part.image_url.url, param)
+                if self.role != "user":
+                    raise image_error(image, f"images are accepted in user messages only, not '{self.role}'")
+                parts.append(image)
+        return parts
+
+    def _template_content(self) -> str | list[dict[str, Any]]:
+        """A string, or with images the text and image parts in order (what vision templates read)."""
+        if not isinstance(self.content, list) or all(isinstance(p, TextPart) for p in self.content):
+            return self.text()
+        return [
+            {"type": "text", "text": p.text} if isinstance(p, TextPart) else {"type": "image"}
+            for p in self.content
+        ]
 
     def to_template(self) -> dict[str, Any]:
-        """The message as chat templates expect it: content always a string."""
-        out: dict[str, Any] = {"role": self.role, "content": self.text()}
+        """The message as chat templates expect it: content a string, or a list of parts with images."""
+        out: dict[str, Any] = {"role": self.role, "content": self._template_content()}
         for key in ("name", "tool_call_id", "tool_calls", "reasoning_content"):
             value = getattr(self, key)
             if value is not None:
@@ -195,6 +232,10 @@ class ChatCompletionRequest(_SamplingFields):
     def template_messages(self, prompt_templates_dir: str | None) -> list[dict[str, Any]]:
         """The messages for the chat template, rewritten by the named prompt template when one is asked."""
         messages = [m.to_template() for m in self.messages]
+        if self.prompt_template is not None and any(isinstance(m["content"], list) for m in messages):
+            raise InvalidRequest(
+                "a 'prompt_template' cannot be combined with images yet", param="prompt_template"
+            )
         return messages_for_request(
             messages, self.prompt_template, self.template_vars, directory=prompt_templates_dir
         )
@@ -206,6 +247,10 @@ class ChatCompletionRequest(_SamplingFields):
         check_tools(self.tools, self.tool_choice)
         if self.top_logprobs and not self.logprobs:
             raise InvalidRequest("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
+
+    def image_parts(self) -> tuple[ImagePart, ...]:
+        """Every image of the conversation, in the order the chat template renders them."""
+        return tuple(part for i, m in enumerate(self.messages) for part in m.image_parts(i))
 
     @property
     def requested_max_tokens(self) -> int | None:
