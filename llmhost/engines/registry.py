@@ -54,6 +54,7 @@ def _transformers(settings: Settings, source: ModelSource, name: str) -> Engine:
         threads=settings.threads,
         dtype=settings.dtype,
         gpu=settings.gpu,
+        max_image_tokens=settings.max_image_tokens,
     )
 
 

@@ -204,10 +204,10 @@ async def test_a_failed_prefill_fails_only_its_requests(hf_engine, monkeypatch):
     batch = hf_engine._scheduler._batch
     real_prefill = batch.prefill
 
-    def failing_prefill(prompts):
+    def failing_prefill(prompts, images=None):
         if any(len(p) == 50 for p in prompts):
             raise RuntimeError("out of memory (simulated)")
-        return real_prefill(prompts)
+        return real_prefill(prompts, images)
 
     monkeypatch.setattr(batch, "prefill", failing_prefill)
     params = SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True)

@@ -46,6 +46,14 @@ SPECIAL_TOKENS = [
     "<|video_pad|>",
 ]
 
+# Qwen2's pre-tokenizer split (its tokenizer.json), which llama.cpp's `qwen2` pre-tokenizer implements.
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+# A few merges (byte-level spelling: "Ġ" is a space), so the vocabulary is a real BPE one.
+MERGES = (("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "s"), ("Ġ", "is"), ("a", "t"), ("Ġ", "a"), ("i", "n"))
+
 # The image processor's budget: 56x56 to 224x224 pixels, 4 to 64 image tokens (a 28x28 block each).
 MIN_PIXELS = 56 * 56
 MAX_PIXELS = 224 * 224
@@ -63,14 +71,21 @@ def _quiet() -> None:
 
 
 def write_tokenizer(out: Path) -> None:
-    """A byte-level BPE without merges (every byte one token) plus Qwen's special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    """A byte-level BPE with Qwen2's pre-tokenizer, every byte a token plus a few merges, and Qwen's
+    special tokens: what llama.cpp's `qwen2` BPE reads the same way (tests/models/vision_gguf.py)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    for left, right in MERGES:
+        vocab[left + right] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=list(MERGES)))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -122,7 +137,9 @@ def write_vision_model(out: Path, *, seed: int = 0) -> Path:
     config = Qwen2_5_VLConfig(
         text_config=text,
         vision_config={
-            "depth": 2,
+            # 4 blocks, windowed and full attention alternating: llama.cpp's converter maps the
+            # merger's `mlp.2` through the block numbers, so fewer than 3 blocks cannot be converted.
+            "depth": 4,
             "hidden_size": 32,
             "intermediate_size": 64,
             "num_heads": 2,
@@ -131,7 +148,7 @@ def write_vision_model(out: Path, *, seed: int = 0) -> Path:
             "spatial_merge_size": MERGE_SIZE,
             "temporal_patch_size": 2,
             "window_size": 56,
-            "fullatt_block_indexes": [1],
+            "fullatt_block_indexes": [1, 3],
             "initializer_range": INITIALIZER_RANGE,
         },
         image_token_id=ids["<|image_pad|>"],

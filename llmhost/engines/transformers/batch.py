@@ -5,30 +5,46 @@ then joined to the running cache (the shorter side is left-padded), finished row
 columns that became padding in every row are trimmed. Each row's real tokens are therefore always a
 contiguous run at the right end, its attention mask is 0 over the padding, and its position ids
 count only its own tokens, so a sequence decodes exactly as it would alone.
+
+A vision model's rows with images are prefilled from embeddings (their images' features written in,
+`vision.py`) with 3-D M-RoPE positions; each row keeps its own rope delta, which every later position
+of that row adds (0 for text rows), so rows with different images decode side by side.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from llmhost.types import PromptImage
+
+if TYPE_CHECKING:
+    from .vision import VisionModel
+
 
 class PaddedBatch:
-    def __init__(self, model: Any, pad_token_id: int, device: torch.device) -> None:
+    def __init__(
+        self, model: Any, pad_token_id: int, device: torch.device, vision: VisionModel | None = None
+    ) -> None:
         self._model = model
         self._pad = pad_token_id
         self._device = device
+        self._vision = vision
         self.cache: Any = None  # transformers DynamicCache over all rows
         self.mask: torch.Tensor | None = None  # [rows, columns] 1 = real token
+        self.rope_deltas: torch.Tensor | None = None  # [rows, 1]: what each row adds to its positions
 
     @property
     def num_rows(self) -> int:
         return 0 if self.mask is None else self.mask.shape[0]
 
-    def prefill(self, prompts: Sequence[Sequence[int]]) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        """Run the prompts as one left-padded batch; returns (cache, mask, last-position logits)."""
+    def prefill(
+        self, prompts: Sequence[Sequence[int]], images: Sequence[tuple[PromptImage, ...]] | None = None
+    ) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run the prompts (with their images, if any) as one left-padded batch; returns (cache, mask,
+        rope deltas, last-position logits)."""
         from transformers import DynamicCache
 
         width = max(len(p) for p in prompts)
@@ -39,22 +55,50 @@ class PaddedBatch:
             mask[row, width - len(prompt) :] = 1
         ids, mask = ids.to(self._device), mask.to(self._device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        deltas = torch.zeros((len(prompts), 1), dtype=torch.long, device=self._device)
+        inputs: dict[str, Any] = {"input_ids": ids}
+        if images is not None and any(images):
+            inputs, positions = self._with_images(ids, mask, positions, images, deltas)
         cache = DynamicCache(config=self._model.config)
         out = self._model(
-            input_ids=ids,
+            **inputs,
             attention_mask=mask,
             position_ids=positions,
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
         )
-        return out.past_key_values, mask, out.logits[:, -1, :]
+        return out.past_key_values, mask, deltas, out.logits[:, -1, :]
 
-    def join(self, cache: Any, mask: torch.Tensor) -> None:
+    def _with_images(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        images: Sequence[tuple[PromptImage, ...]],
+        deltas: torch.Tensor,
+    ) -> tuple[dict[str, Any], torch.Tensor]:
+        """Embeddings with the image rows' features written in, and [3, rows, columns] positions (text
+        rows: their 1-D positions thrice); fills `deltas` for the image rows."""
+        assert self._vision is not None
+        embeds = self._model.get_input_embeddings()(ids)
+        positions = positions[None].repeat(3, 1, 1)
+        for row, row_images in enumerate(images):
+            if not row_images:
+                continue
+            start = int(ids.shape[1] - mask[row].sum())  # the row's real tokens: a run at the right end
+            own = ids[row, start:]
+            embeds[row, start:] = self._vision.embed_prompt(own, row_images)
+            positions[:, row, start:], deltas[row, 0] = self._vision.rope_positions(own, row_images)
+        return {"inputs_embeds": embeds}, positions
+
+    def join(self, cache: Any, mask: torch.Tensor, deltas: torch.Tensor) -> None:
         """Append prefilled rows (from `prefill`) below the running ones."""
         if self.mask is None:
-            self.cache, self.mask = cache, mask
+            self.cache, self.mask, self.rope_deltas = cache, mask, deltas
             return
+        assert self.rope_deltas is not None
+        self.rope_deltas = torch.cat([self.rope_deltas, deltas])
         width = max(self.mask.shape[1], mask.shape[1])
         old_pad, new_pad = width - self.mask.shape[1], width - mask.shape[1]
         for old, new in zip(self.cache.layers, cache.layers, strict=True):
@@ -67,12 +111,13 @@ class PaddedBatch:
     def keep(self, rows: Sequence[int]) -> None:
         """Keep only these rows (in this order), then drop columns that are padding in every row."""
         if not rows:
-            self.cache, self.mask = None, None
+            self.cache, self.mask, self.rope_deltas = None, None, None
             return
-        assert self.mask is not None
+        assert self.mask is not None and self.rope_deltas is not None
         if len(rows) != self.num_rows or list(rows) != list(range(self.num_rows)):
             index = torch.tensor(list(rows), dtype=torch.long, device=self.mask.device)
             self.mask = self.mask.index_select(0, index)
+            self.rope_deltas = self.rope_deltas.index_select(0, index)
             for layer in self.cache.layers:
                 layer.keys = layer.keys.index_select(0, index)
                 layer.values = layer.values.index_select(0, index)
@@ -85,9 +130,9 @@ class PaddedBatch:
 
     def decode(self, tokens: Sequence[int]) -> torch.Tensor:
         """One step: feed each row its next token; returns the logits of the new position, [rows, vocab]."""
-        assert self.mask is not None and len(tokens) == self.num_rows
+        assert self.mask is not None and self.rope_deltas is not None and len(tokens) == self.num_rows
         ids = torch.tensor(tokens, dtype=torch.long, device=self._device).unsqueeze(1)
-        positions = self.mask.sum(dim=1, keepdim=True)
+        positions = self.mask.sum(dim=1, keepdim=True) + self.rope_deltas
         self.mask = torch.nn.functional.pad(self.mask, (0, 1), value=1)
         out = self._model(
             input_ids=ids,

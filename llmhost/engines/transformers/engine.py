@@ -8,6 +8,7 @@ llama.cpp cannot read; every face sees the same deltas, stops, usage and logprob
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ from llmhost.engines.base import EngineListener
 from llmhost.engines.gpu import choose_gpus
 from llmhost.engines.threaded import DeltaBridge, engine_stats, queue_generation
 from llmhost.errors import InvalidRequest, ModelLoadError, ModelNotLoaded
-from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
+from llmhost.types import Delta, EngineInfo, EngineStats, PromptImage, SamplingParams
 
 log = logging.getLogger("llmhost.transformers")
 
@@ -43,6 +44,7 @@ class TransformersEngine:
         dtype: str = "auto",
         gpu: str = "auto",
         prefill_tokens: int = 2048,
+        max_image_tokens: int | None = None,
     ) -> None:
         self._model_path = Path(model_path)
         self._model_format = model_format
@@ -53,6 +55,7 @@ class TransformersEngine:
         self._dtype = dtype
         self._gpu = gpu
         self._prefill_tokens = prefill_tokens
+        self._max_image_tokens = max_image_tokens
         self._loaded: LoadedModel | None = None
         self._table: list[bytes] = []
         self._scheduler: Scheduler | None = None
@@ -78,7 +81,9 @@ class TransformersEngine:
         if self._threads:
             torch.set_num_threads(self._threads)
         device = self._pick_device(torch)
-        loaded = load(self._model_path, self._model_format, device, self._dtype)
+        loaded = load(
+            self._model_path, self._model_format, device, self._dtype, max_image_tokens=self._max_image_tokens
+        )
         limit = loaded.max_position_embeddings
         max_len = self._requested_max_model_len or limit or 4096
         if limit and max_len > limit:
@@ -98,9 +103,11 @@ class TransformersEngine:
             device=str(device),
             model_size_bytes=loaded.size_bytes,
             vocab_size=vocab_size,
-            chat_template=getattr(tokenizer, "chat_template", None),
+            chat_template=loaded.chat_template,
             bos_token=tokenizer.bos_token or "",
             eos_token=tokenizer.eos_token or "",
+            accepts_images=loaded.vision is not None,
+            image_token_id=loaded.vision.image_token_id if loaded.vision is not None else None,
         )
         self._scheduler = Scheduler(
             loaded,
@@ -111,12 +118,13 @@ class TransformersEngine:
         )
         self._scheduler.start()
         log.info(
-            "loaded %s with transformers on %s (%s): max_model_len=%d, max_num_seqs=%d",
+            "loaded %s with transformers on %s (%s): max_model_len=%d, max_num_seqs=%d%s",
             self._model_path,
             device,
             str(loaded.dtype).removeprefix("torch."),
             max_len,
             self._max_num_seqs,
+            ", reads images" if loaded.vision is not None else "",
         )
 
     def _pick_device(self, torch: Any) -> Any:
@@ -175,12 +183,31 @@ class TransformersEngine:
         self._require_loaded()
         return detokenize(self._table, token_ids)
 
+    def prepare_image(self, image: Any) -> PromptImage:
+        """One decoded image as the model reads it (resized to its pixel budget, cut into patches)."""
+        vision = self._require_loaded().vision
+        if vision is None:
+            raise InvalidRequest("the served model reads text only and cannot take images")
+        return vision.prepare_image(image)
+
     def generate(
-        self, prompt_tokens: Seq[int], params: SamplingParams, request_id: str | None = None
+        self,
+        prompt_tokens: Seq[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        *,
+        images: Seq[PromptImage] = (),
     ) -> AsyncIterator[Delta]:
         from .scheduler import Sequence
 
         info = self.info()
+        new_sequence: Any = Sequence
+        if images:
+            vision = self._require_loaded().vision
+            if vision is None:
+                raise InvalidRequest("the served model reads text only and cannot take images")
+            vision.check_prompt(list(prompt_tokens), tuple(images))
+            new_sequence = functools.partial(Sequence, images=tuple(images))
         if params.grammar is not None:  # refused rather than silently answered unconstrained
             raise InvalidRequest(
                 "structured outputs (response_format json_object/json_schema) need the llama.cpp engine "
@@ -188,7 +215,7 @@ class TransformersEngine:
                 param="response_format",
             )
         return queue_generation(
-            self._bridge, self._scheduler, info, Sequence, prompt_tokens, params, request_id
+            self._bridge, self._scheduler, info, new_sequence, prompt_tokens, params, request_id
         )
 
     def _require_loaded(self) -> LoadedModel:

@@ -17,6 +17,8 @@ import torch
 
 from llmhost.errors import ModelLoadError
 
+from .vision import VisionModel, is_vision_config, processor_chat_template
+
 log = logging.getLogger("llmhost.transformers")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -36,6 +38,8 @@ class LoadedModel:
     eog_token_ids: frozenset[int]
     pad_token_id: int
     size_bytes: int
+    chat_template: str | None = None
+    vision: VisionModel | None = None  # a vision model's image side (vision.py); None: text only
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -50,8 +54,17 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.float16
 
 
-def load(path: Path, model_format: str, device: torch.device, dtype_name: str) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load(
+    path: Path,
+    model_format: str,
+    device: torch.device,
+    dtype_name: str,
+    *,
+    max_image_tokens: int | None = None,
+) -> LoadedModel:
+    """The model, its tokenizer and, for a vision model (Qwen2-VL, Qwen2.5-VL), its image processor."""
+    from safetensors import SafetensorError
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # tqdm bars would flood the server log with carriage returns
@@ -67,12 +80,16 @@ def load(path: Path, model_format: str, device: torch.device, dtype_name: str) -
         size_bytes = sum(f.stat().st_size for f in path.glob("*") if f.suffix in (".safetensors", ".bin"))
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True, **kwargs)
+        is_vision = model_format != "gguf" and is_vision_config(
+            AutoConfig.from_pretrained(where, local_files_only=True)
+        )
         if device.type == "cuda":  # straight onto the GPU, without a whole copy in host memory first
             kwargs["device_map"] = {"": device}
-        model = AutoModelForCausalLM.from_pretrained(where, local_files_only=True, dtype=dtype, **kwargs)
+        model_class = AutoModelForImageTextToText if is_vision else AutoModelForCausalLM
+        model = model_class.from_pretrained(where, local_files_only=True, dtype=dtype, **kwargs)
     except ImportError as exc:
         raise ModelLoadError(f"transformers could not load {path}: {exc}") from exc
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:  # e.g. truncated weights
         raise ModelLoadError(f"transformers could not load {path}: {type(exc).__name__}: {exc}") from exc
     model.to(device)
     model.eval()
@@ -82,6 +99,11 @@ def load(path: Path, model_format: str, device: torch.device, dtype_name: str) -
     pad = tokenizer.pad_token_id
     if pad is None:
         pad = min(eog) if eog else 0  # pads are masked out; any id in the vocabulary will do
+    chat_template = getattr(tokenizer, "chat_template", None)
+    vision = None
+    if is_vision:
+        vision = VisionModel.load(where, model, model.config, max_image_tokens)
+        chat_template = chat_template or processor_chat_template(path)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -91,6 +113,8 @@ def load(path: Path, model_format: str, device: torch.device, dtype_name: str) -
         eog_token_ids=eog,
         pad_token_id=int(pad),
         size_bytes=size_bytes,
+        chat_template=chat_template,
+        vision=vision,
     )
 
 

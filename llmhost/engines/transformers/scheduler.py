@@ -21,7 +21,7 @@ import torch
 
 from llmhost.engines.threaded import GenerationState, Outputs, SchedulerThread, token_delta
 from llmhost.errors import EngineError
-from llmhost.types import Delta, TokenLogprob
+from llmhost.types import Delta, PromptImage, TokenLogprob
 
 from .batch import PaddedBatch
 from .loader import LoadedModel
@@ -36,6 +36,7 @@ class Sequence(GenerationState):
 
     is_finished: bool = False  # ended (or aborted); its row leaves the batch before the next step
     sampler: SequenceSampler | None = None
+    images: tuple[PromptImage, ...] = ()  # a vision model's: prepared images placed in the prompt
 
 
 class Scheduler(SchedulerThread):
@@ -56,7 +57,7 @@ class Scheduler(SchedulerThread):
         self._max_num_seqs = max_num_seqs
         self._prefill_tokens = prefill_tokens
         self._eog = loaded.eog_token_ids
-        self._batch = PaddedBatch(loaded.model, loaded.pad_token_id, loaded.device)
+        self._batch = PaddedBatch(loaded.model, loaded.pad_token_id, loaded.device, loaded.vision)
         self._running: list[Sequence] = []  # row i of the batch is self._running[i]
 
     # -- the engine thread -----------------------------------------------------------------------
@@ -85,13 +86,15 @@ class Scheduler(SchedulerThread):
 
     def _prefill(self, admitted: list[Sequence], outputs: Outputs) -> None:
         try:
-            cache, mask, logits = self._batch.prefill([s.prompt for s in admitted])
+            cache, mask, deltas, logits = self._batch.prefill(
+                [s.prompt for s in admitted], [s.images for s in admitted]
+            )
         except Exception as exc:
             # E.g. out of GPU memory for one huge prompt: fail the newcomers, keep the running batch.
             log.exception("prefill of %d new sequence(s) failed", len(admitted))
             outputs.extend((s, EngineError(f"generation failed: {exc}")) for s in admitted)
             return
-        self._batch.join(cache, mask)
+        self._batch.join(cache, mask, deltas)
         self._running.extend(admitted)
         self._sample_rows(admitted, logits, outputs)
 
