@@ -23,6 +23,7 @@ from llmhost.engines.base import Engine
 from llmhost.faces import anthropic as anthropic_face
 from llmhost.faces import openai as openai_face
 from llmhost.faces import ops, page, predict, rewards, simple, tokenizer, tools
+from llmhost.faces import responses_api as responses_face
 from llmhost.server.auth import ApiKeyMiddleware, load_api_keys
 from llmhost.server.body_limit import BodyLimitMiddleware
 from llmhost.server.errors import ErrorShapes, install_error_handlers
@@ -33,7 +34,7 @@ from llmhost.tools.observation import ObservationService
 log = logging.getLogger("llmhost.server")
 
 # The page before predict: its `GET /` takes the requests that prefer HTML, predict's the rest.
-FACES = (ops, openai_face, anthropic_face, simple, page, predict, tools, rewards, tokenizer)
+FACES = (ops, openai_face, responses_face, anthropic_face, simple, page, predict, tools, rewards, tokenizer)
 DOCS_ASSETS_URL = "/docs-assets"
 
 

@@ -97,6 +97,16 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed by CORS (none by default; '*' for any)."
     )
     max_n: int = Field(16, ge=1, le=128, description="Largest `n` (choices per request) a client may ask.")
+    responses_store_max_items: int = Field(
+        1000,
+        ge=0,
+        le=1_000_000,
+        description="Responses API: most stored responses kept per API key for `previous_response_id` and "
+        "`GET /v1/responses/{id}`, least recently used dropped first (0: none are kept).",
+    )
+    responses_store_max_mb: float = Field(
+        64.0, ge=0, le=65536, description="Responses API: most MiB of stored responses per API key."
+    )
     max_request_body_mb: float = Field(
         32.0,
         gt=0,

@@ -27,6 +27,10 @@ class ModelNotFound(LlmhostError):
         super().__init__(f"The model '{name}' does not exist.", param="model", code="model_not_found")
 
 
+class NotFound(LlmhostError):
+    """What the request names (a stored response) does not exist, or is not the caller's to see."""
+
+
 class ModelNotLoaded(LlmhostError):
     """The engine is not (yet, or no longer) able to generate."""
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import httpx
+import httpx2
 
 from llmhost.errors import ContextLengthExceeded, EngineError, ModelNotLoaded
 from llmhost.types import Delta, EngineInfo, EngineStats, FinishReason, SamplingParams, Usage
@@ -157,3 +158,10 @@ async def scripted_client(
         client.app = app  # type: ignore[attr-defined]
         yield client
     await engine.close()
+
+
+def sdk_transport_client(client: httpx.AsyncClient, base_url: str = "http://scripted") -> httpx2.AsyncClient:
+    """An httpx2 client on the in-process app of `client` (from `scripted_client`): the official SDKs
+    (`openai`, `anthropic`) speak httpx2, so they need a transport of their own."""
+    transport = httpx2.ASGITransport(app=client.app)  # type: ignore[attr-defined]
+    return httpx2.AsyncClient(transport=transport, base_url=base_url)

@@ -187,6 +187,7 @@ def test_runnable_block(block: Block, request: pytest.FixtureRequest, tmp_path: 
 CONTRACTS = {
     "OpenAI chat": "chat.completions.create",
     "OpenAI completions": "completions.create(",
+    "OpenAI Responses": "responses.create(",
     "Anthropic Messages": "anthropic.Anthropic(",
     "judge reward": "/v1/rewards/consistency",
     "simple chat": "/api/v1/chat",

@@ -4,19 +4,24 @@ Every route needs `Authorization: Bearer KEY`, or `x-api-key: KEY` (the header A
 except the probes an orchestrator calls without credentials (`/live`, `/health`, `/ready`) and what the
 app names public (the chat page's own files: a browser must load them to ask for the key). A refusal is
 a 401 in the error shape of the face the path belongs to, so each contract's existing clients can read it.
+An accepted request carries an id of its key (`api_key_id`), so what a face keeps per client (stored
+Responses) stays with the key that made it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmhost.server.errors import ErrorShapes, send_json
 
 PUBLIC_PATHS = frozenset({"/live", "/health", "/ready"})
+_KEY_ID = "llmhost_api_key_id"  # in the request's state
 
 
 def load_api_keys(keys: Iterable[str], key_file: str | None) -> list[str]:
@@ -56,16 +61,26 @@ class ApiKeyMiddleware:
     def _is_authorized(self, scope: Scope) -> bool:
         tokens = _presented_keys(scope)
         # Compare against every key (constant time each) so timing reveals neither key nor position.
-        matched = False
+        matched = None
         for token in tokens:
             for key in self._keys:
-                matched |= hmac.compare_digest(token, key)
-        return matched
+                if hmac.compare_digest(token, key):
+                    matched = key
+        if matched is None:
+            return False
+        # An id of the key, not the key: nothing downstream needs the secret itself.
+        scope.setdefault("state", {})[_KEY_ID] = hashlib.sha256(matched).hexdigest()[:32]
+        return True
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         message = "a valid API key is required: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
         body = self._shapes.body(scope["path"], message, "authentication_error", "invalid_api_key")
         await send_json(send, 401, body, (b"www-authenticate", b"Bearer"))
+
+
+def api_key_id(request: Request) -> str | None:
+    """An id of the API key the request was accepted with; None when the server has no keys."""
+    return getattr(request.state, _KEY_ID, None)
 
 
 def _presented_keys(scope: Scope) -> list[bytes]:

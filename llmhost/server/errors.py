@@ -30,6 +30,7 @@ from llmhost.errors import (
     ModelLoadError,
     ModelNotFound,
     ModelNotLoaded,
+    NotFound,
     QueueFull,
     RequestTimeout,
     SandboxUnavailable,
@@ -43,6 +44,7 @@ ERROR_TABLE: list[tuple[type[LlmhostError], int, str]] = [
     (ContextLengthExceeded, 400, "invalid_request_error"),
     (InvalidRequest, 400, "invalid_request_error"),
     (ModelNotFound, 404, "not_found_error"),
+    (NotFound, 404, "invalid_request_error"),  # OpenAI's type for an unknown response id
     (QueueFull, 429, "rate_limit_error"),
     (RequestTimeout, 504, "timeout_error"),
     (ClientDisconnected, 499, "client_closed_request"),  # nginx's code; nobody reads it

@@ -1,0 +1,193 @@
+"""Responses API input items (messages, function calls and their outputs, reasoning) and what they become
+in the chat template: `template_messages`.
+
+`instructions` become a first system message (routes.py), `developer` messages system messages, each
+run of assistant-side items (an assistant message, its `function_call`s, `reasoning` among them) one
+assistant turn with OpenAI-style `tool_calls` and `reasoning_content`, and each `function_call_output` a
+`tool` message. A stored response's output comes back as items of the same kinds (`as_input_items`), so
+a conversation continued with `previous_response_id` renders as if the client had sent it all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, StrictStr, Tag, TypeAdapter
+
+from llmhost.errors import InvalidRequest
+
+
+class RequestModel(BaseModel):
+    """Strict (a string is no number), unknown fields ignored (newer SDKs add some)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, populate_by_name=True)
+
+
+# -- content parts -----------------------------------------------------------------------------------
+class TextPart(RequestModel):
+    """Text in a message: `input_text` (user, system, developer) or `output_text` (assistant)."""
+
+    type: Literal["input_text", "output_text"]
+    text: StrictStr
+
+
+class RefusalPart(RequestModel):
+    type: Literal["refusal"]
+    refusal: StrictStr
+
+
+class OtherPart(RequestModel):
+    """Images, files, audio: the model reads text only (a 400 names the part)."""
+
+    type: StrictStr
+
+
+def _part_kind(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in ("input_text", "output_text", "refusal") else "other"
+
+
+ContentPart = Annotated[
+    Annotated[TextPart, Tag("input_text")]
+    | Annotated[TextPart, Tag("output_text")]
+    | Annotated[RefusalPart, Tag("refusal")]
+    | Annotated[OtherPart, Tag("other")],
+    Discriminator(_part_kind),
+]
+
+
+def _parts_text(parts: StrictStr | Sequence[Any]) -> str:
+    if isinstance(parts, str):
+        return parts
+    return "".join(
+        p.text if isinstance(p, TextPart) else p.refusal for p in parts if not isinstance(p, OtherPart)
+    )
+
+
+def _check_parts(parts: StrictStr | Sequence[Any], where: str) -> None:
+    for j, part in enumerate(() if isinstance(parts, str) else parts):
+        if isinstance(part, OtherPart):
+            raise InvalidRequest(
+                f"'{part.type}' content is not supported: the model reads text only", param=f"{where}[{j}]"
+            )
+
+
+# -- input items -------------------------------------------------------------------------------------
+class MessageItem(RequestModel):
+    type: Literal["message"] = "message"
+    role: Literal["user", "system", "developer", "assistant"]
+    content: StrictStr | list[ContentPart]
+
+
+class FunctionCallItem(RequestModel):
+    type: Literal["function_call"]
+    call_id: StrictStr
+    name: StrictStr
+    arguments: StrictStr  # JSON text, as the model wrote it
+
+
+class FunctionCallOutputItem(RequestModel):
+    type: Literal["function_call_output"]
+    call_id: StrictStr
+    output: StrictStr | list[ContentPart]
+
+
+class ReasoningText(RequestModel):
+    type: StrictStr
+    text: StrictStr
+
+
+class ReasoningItem(RequestModel):
+    """A model's earlier reasoning, sent back. Its `content` (the reasoning text this server returns)
+    reaches the template as the next assistant turn's `reasoning_content`; summaries and encrypted
+    content (OpenAI's own models) are accepted and not rendered."""
+
+    type: Literal["reasoning"]
+    content: list[ReasoningText] | None = None
+
+
+class OtherItem(RequestModel):
+    """An item of a kind this server cannot take (built-in tool calls, item references…): a 400."""
+
+    type: StrictStr
+
+
+def _item_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        kind = value.get("type", "message" if "role" in value else None)  # EasyInputMessage has no type
+    else:  # an item already validated (when it is serialized)
+        kind = getattr(value, "type", None)
+    return kind if kind in ("message", "function_call", "function_call_output", "reasoning") else "other"
+
+
+InputItem = Annotated[
+    Annotated[MessageItem, Tag("message")]
+    | Annotated[FunctionCallItem, Tag("function_call")]
+    | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
+    | Annotated[ReasoningItem, Tag("reasoning")]
+    | Annotated[OtherItem, Tag("other")],
+    Discriminator(_item_kind),
+]
+
+
+_ITEMS = TypeAdapter(list[InputItem])
+
+
+def as_input_items(output: Iterable[dict[str, Any]]) -> list[Any]:
+    """A response's output items (their wire form) as the input items a next turn would send."""
+    return _ITEMS.validate_python(list(output))
+
+
+def check_items(items: Sequence[Any]) -> None:
+    """400, naming the item, for input this server cannot take: other item kinds, non-text content."""
+    for i, item in enumerate(items):
+        if isinstance(item, OtherItem):
+            raise InvalidRequest(
+                f"input items of type '{item.type}' are not supported (messages, function_call, "
+                "function_call_output and reasoning are)",
+                param=f"input[{i}].type",
+            )
+        if isinstance(item, MessageItem):
+            _check_parts(item.content, f"input[{i}].content")
+        elif isinstance(item, FunctionCallOutputItem):
+            _check_parts(item.output, f"input[{i}].output")
+
+
+def template_messages(items: Iterable[Any]) -> list[dict[str, Any]]:
+    """Input items (and earlier outputs) as the chat template's messages (see the module docstring);
+    the items passed `check_supported`."""
+    out: list[dict[str, Any]] = []
+    turn: dict[str, Any] | None = None  # the assistant turn being built
+    reasoning: list[str] = []  # reasoning waiting for the assistant item it belongs to
+    for item in items:
+        if isinstance(item, ReasoningItem):
+            reasoning += [part.text for part in item.content or ()]
+            continue
+        if isinstance(item, FunctionCallItem) or (isinstance(item, MessageItem) and item.role == "assistant"):
+            if turn is None:
+                turn = {"role": "assistant", "content": ""}
+                out.append(turn)
+            if reasoning:
+                turn["reasoning_content"] = _joined(turn.get("reasoning_content", ""), *reasoning)
+        else:
+            turn = None
+        reasoning = []  # reasoning belongs to the assistant turn it comes in, or to none
+        if isinstance(item, MessageItem):
+            if turn is not None:
+                turn["content"] = _joined(turn["content"], _parts_text(item.content))
+            else:
+                role = "system" if item.role == "developer" else item.role
+                out.append({"role": role, "content": _parts_text(item.content)})
+        elif isinstance(item, FunctionCallItem) and turn is not None:
+            function = {"name": item.name, "arguments": item.arguments}
+            turn.setdefault("tool_calls", []).append(
+                {"id": item.call_id, "type": "function", "function": function}
+            )
+        elif isinstance(item, FunctionCallOutputItem):
+            out.append({"role": "tool", "tool_call_id": item.call_id, "content": _parts_text(item.output)})
+    return out
+
+
+def _joined(*texts: str) -> str:
+    return "\n".join(t for t in texts if t)
