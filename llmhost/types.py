@@ -39,6 +39,13 @@ class SamplingParams:
     # A GBNF grammar (llama.cpp's format, root rule `root`) every completion must match; None: free text.
     # Faces build it from a response_format (see llmhost/conversation/structured.py).
     grammar: str | None = None
+    # OpenAI's `logit_bias`: (token id, value) pairs, each value added to that token's logit before
+    # sampling: -100 in effect bans the token, +100 all but forces it. Ids outside the vocabulary are
+    # refused against the engine's (`check_token_ids`).
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    # vLLM's `min_tokens`: end-of-generation and `stop_token_ids` cannot be sampled before this many
+    # tokens are generated (stop strings still end the answer).
+    min_tokens: int = 0
 
     def __post_init__(self) -> None:
         _check(self.max_tokens is None or self.max_tokens >= 1, "max_tokens", "must be at least 1")
@@ -64,6 +71,27 @@ class SamplingParams:
         # A grammar ends a completion at an end-of-generation token once it is complete; ignoring it
         # would leave nothing the grammar allows.
         _check(self.grammar is None or not self.ignore_eos, "ignore_eos", "cannot be used with a grammar")
+        _check(
+            all(t >= 0 and math.isfinite(b) and -100.0 <= b <= 100.0 for t, b in self.logit_bias),
+            "logit_bias",
+            "maps token ids to values between -100 and 100",
+        )
+        _check(self.min_tokens >= 0, "min_tokens", "must be at least 0")
+        _check(
+            self.max_tokens is None or self.min_tokens <= self.max_tokens,
+            "min_tokens",
+            "must be at most max_tokens",
+        )
+
+    def check_token_ids(self, vocab_size: int) -> None:
+        """400 for token ids the request names that the model's vocabulary does not have."""
+        outside = sorted({t for t, _ in self.logit_bias if t >= vocab_size})
+        if outside:
+            shown = ", ".join(map(str, outside[:5])) + (", …" if len(outside) > 5 else "")
+            raise InvalidRequest(
+                f"'logit_bias' names token ids outside the vocabulary of {vocab_size}: {shown}",
+                param="logit_bias",
+            )
 
     @property
     def is_greedy(self) -> bool:

@@ -90,13 +90,14 @@ def check_prompt(
     prompt_tokens: Sequence[int], params: SamplingParams, info: EngineInfo
 ) -> tuple[list[int], int]:
     """The prompt as a list and the room left after it, or the 4xx error a client must get before
-    anything is queued: an empty prompt, ids outside the vocabulary, or prompt + `max_tokens` over the
-    context (worded as OpenAI words it, which clients parse)."""
+    anything is queued: an empty prompt, ids outside the vocabulary (the prompt's or `logit_bias`'s), or
+    prompt + `max_tokens` over the context (worded as OpenAI words it, which clients parse)."""
     prompt = list(prompt_tokens)
     if not prompt:
         raise InvalidRequest("the prompt is empty", param="prompt")
     if any(not 0 <= t < info.vocab_size for t in prompt):
         raise InvalidRequest("the prompt has token ids outside the vocabulary", param="prompt")
+    params.check_token_ids(info.vocab_size)
     ensure_fits([len(prompt)], [params.max_tokens], info.max_model_len)
     room = completion_room(len(prompt), info.max_model_len)
     return prompt, room

@@ -179,6 +179,9 @@ class GenerationService:
                 "images cannot be combined with the code loop ('code_tools') yet", param="code_tools"
             )
         sampling = self._fit(request, prompts)
+        vocab_size = self.engine.info().vocab_size
+        for params in (s for per_prompt in sampling for s in per_prompt):
+            params.check_token_ids(vocab_size)  # now: a driver (the code loop) generates only later
         request_id = request.request_id or uuid.uuid4().hex
         prompt_of = [p for p, params in enumerate(sampling) for _ in params]
         flat = [params for per_prompt in sampling for params in per_prompt]

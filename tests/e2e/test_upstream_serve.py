@@ -157,6 +157,25 @@ def test_native_llama_server_decodes_two_requests_at_once(native_server):
     assert _most_slots_busy(log_path.read_bytes()[offset:].decode(errors="replace")) == 2
 
 
+def test_native_llama_server_takes_logit_bias_and_refuses_min_tokens(native_server):
+    client = _client(native_server)
+    tokens = httpx.post(
+        f"{native_server.url}/tokenize", json={"prompt": " banana", "add_special_tokens": False}
+    )
+    forced = tokens.json()["tokens"][0]
+    r = client.completions.create(
+        model="x",
+        prompt="The capital of France is",
+        max_tokens=3,
+        temperature=0,
+        logit_bias={str(forced): 100},
+    )
+    assert r.choices[0].text == " banana" * 3  # the bias travelled to llama-server, which sampled under it
+    with pytest.raises(openai.BadRequestError) as err:  # llama-server has no minimum length
+        client.completions.create(model="x", prompt="Hi", max_tokens=3, extra_body={"min_tokens": 2})
+    assert err.value.body["param"] == "min_tokens"
+
+
 def _most_slots_busy(log_text: str) -> int:
     """The most sequences llama-server had in its slots at once, from its slot log lines."""
     busy = most = 0

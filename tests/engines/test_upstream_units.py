@@ -249,6 +249,23 @@ def test_grammar_goes_in_each_servers_field_or_is_refused():
     assert err.value.param == "response_format"
 
 
+def test_logit_bias_and_min_tokens_go_to_servers_that_have_them_or_are_refused():
+    params = SamplingParams(max_tokens=8, logit_bias=((42, -100.0), (7, 2.5)), min_tokens=3)
+    for dialect in ("vllm", "sglang", "generic"):
+        body = completion_body("m", [1], params, 8, DIALECTS[dialect])
+        assert body["logit_bias"] == {"42": -100.0, "7": 2.5} and body["min_tokens"] == 3, dialect
+    with pytest.raises(InvalidRequest) as err:  # llama-server and llama-cpp-python have no minimum
+        completion_body("m", [1], params, 8, DIALECTS["llama.cpp"])
+    assert err.value.param == "min_tokens"
+    llama = completion_body("m", [1], SamplingParams(logit_bias=((42, -100.0),)), 8, DIALECTS["llama.cpp"])
+    assert llama["logit_bias"] == {"42": -100.0} and "min_tokens" not in llama
+    with pytest.raises(InvalidRequest) as err:
+        completion_body("m", [1], SamplingParams(logit_bias=((42, 1.0),)), 8, DIALECTS["lmdeploy"])
+    assert err.value.param == "logit_bias"
+    plain = completion_body("m", [1], SamplingParams(), 8, DIALECTS["vllm"])
+    assert "logit_bias" not in plain and "min_tokens" not in plain
+
+
 def test_finish_reasons_and_logprobs_map_back():
     assert finish_reason("length") is FinishReason.LENGTH and finish_reason(None) is None
     assert finish_reason("stop") is FinishReason.STOP and finish_reason("abort") is FinishReason.ABORT

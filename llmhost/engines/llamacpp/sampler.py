@@ -12,6 +12,11 @@ rejection sampling, so still the masked distribution; with top-k/top-p the trunc
 little from masking first. Constrained sequences go through an explicit candidates array instead of
 `llama_sampler_sample`, so a dead end (no token allowed) ends the sequence instead of feeding the
 grammar a token it rejects, which llama.cpp answers by aborting the process.
+
+`logit_bias` and `min_tokens` change the logits before any sampler sees them: a copy of the row gets
+the biases added and, for the first `min_tokens` tokens, end-of-generation and `stop_token_ids` set to
+-inf; that copy goes through the explicit candidates array too. Log-probabilities stay the model's own
+(the scheduler reads them from the unchanged row), as vLLM reports them by default.
 """
 
 from __future__ import annotations
@@ -60,16 +65,18 @@ class SequenceSampler:
         add = lambda smpl: C.llama_sampler_chain_add(self._chain, smpl)  # noqa: E731
         n_vocab = model.n_vocab
         self._eog = model.eog_token_ids[0] if model.eog_token_ids else model.eos_token_id
+        self._bias = _LogitAdjustments(model, params)
         self._grammar = None
         if params.grammar is not None:
             self._grammar = C.llama_sampler_init_grammar(model.vocab, params.grammar.encode("utf-8"), b"root")
             if not self._grammar:  # check_grammar ran before the request was queued; this is a backstop
                 raise InvalidRequest("the grammar is not valid GBNF", param="grammar")
+            self._one = (C.llama_token_data * 1)()  # a single candidate: checks one token against the grammar
+            self._one_array = C.llama_token_data_array(self._one, 1, -1, False)
+        if params.grammar is not None or self._bias.is_active:
             self._ids = np.arange(n_vocab, dtype=np.int32)
             self._candidates = np.empty(n_vocab, dtype=_TOKEN_DATA)
             self._array = C.llama_token_data_array()
-            self._one = (C.llama_token_data * 1)()  # a single candidate: checks one token against the grammar
-            self._one_array = C.llama_token_data_array(self._one, 1, -1, False)
         # repetition_penalty follows Hugging Face/vLLM: it covers the prompt and the output, so this
         # sampler is fed the prompt. presence/frequency follow OpenAI: the output only, hence a second one.
         if params.repetition_penalty != 1.0:
@@ -98,10 +105,17 @@ class SequenceSampler:
 
     def sample(self, ctx: LlamaContext, batch_index: int) -> int:
         """Pick the next token from the logits at `batch_index`; the chain remembers it for penalties."""
+        adjusted = self._bias.next_row(ctx.logits(batch_index)) if self._bias.is_active else None
         if self._is_plain_greedy:
-            return int(np.argmax(ctx.logits(batch_index)))
+            return int(np.argmax(ctx.logits(batch_index) if adjusted is None else adjusted))
         if self._grammar is not None:
-            return self._sample_constrained(ctx.logits(batch_index))
+            return self._sample_constrained(ctx.logits(batch_index) if adjusted is None else adjusted)
+        if adjusted is not None:
+            token = self._pick(adjusted, with_grammar=False)
+            if token < 0:  # the samplers left nothing finite (cannot happen with finite biases): be greedy
+                token = int(np.argmax(adjusted))
+            C.llama_sampler_accept(self._chain, token)
+            return token
         return C.llama_sampler_sample(self._chain, ctx.ptr, batch_index)
 
     def _sample_constrained(self, logits: np.ndarray) -> int:
@@ -148,6 +162,33 @@ class SequenceSampler:
         if self._grammar is not None:
             C.llama_sampler_free(self._grammar)
             self._grammar = None
+
+
+class _LogitAdjustments:
+    """`logit_bias` and `min_tokens` for one sequence: `next_row` is called once per generated token
+    and returns the changed copy of its logits row, or None once nothing changes any more."""
+
+    def __init__(self, model: LlamaModel, params: SamplingParams) -> None:
+        self._ids = np.array([t for t, _ in params.logit_bias], dtype=np.int64)
+        self._values = np.array([b for _, b in params.logit_bias], dtype=np.float32)
+        banned = set(params.stop_token_ids) | (set() if params.ignore_eos else set(model.eog_token_ids))
+        self._banned = np.array(sorted(t for t in banned if 0 <= t < model.n_vocab), dtype=np.int64)
+        self._num_banned_left = params.min_tokens if len(self._banned) else 0  # tokens still to guard
+
+    @property
+    def is_active(self) -> bool:
+        return bool(len(self._ids)) or self._num_banned_left > 0
+
+    def next_row(self, logits: np.ndarray) -> np.ndarray | None:
+        if not self.is_active:
+            return None
+        row = logits.copy()
+        if len(self._ids):
+            row[self._ids] += self._values
+        if self._num_banned_left > 0:
+            row[self._banned] = -np.inf
+            self._num_banned_left -= 1
+        return row
 
 
 def token_logprob(model: LlamaModel, logits: np.ndarray, token_id: int, num_top: int) -> TokenLogprob:

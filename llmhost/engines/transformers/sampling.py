@@ -3,12 +3,14 @@
 Each sequence owns its torch.Generator (its own seed) and its penalty state, so sequences decoded in
 the same batch never influence each other's randomness. The order of the sampling steps follows
 llama.cpp's chain (penalties, temperature, top-k, top-p, min-p, draw), so both engines read the same
-parameters the same way.
+parameters the same way. `logit_bias` and `min_tokens` (end-of-generation and `stop_token_ids` at -inf for
+the first `min_tokens` tokens) change the raw logits first, as in the llama.cpp engine; log-probabilities
+stay the model's own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import torch
 
@@ -16,14 +18,31 @@ from llmhost.types import SamplingParams, TokenLogprob, TopLogprob
 
 
 class SequenceSampler:
-    def __init__(self, params: SamplingParams, prompt: Sequence[int], vocab_size: int, device: torch.device):
+    def __init__(
+        self,
+        params: SamplingParams,
+        prompt: Sequence[int],
+        vocab_size: int,
+        device: torch.device,
+        eog_token_ids: Collection[int] = (),
+    ):
         self._params = params
-        self.is_plain_greedy = (
+        self._is_greedy_argmax = (
             params.is_greedy
             and params.repetition_penalty == 1.0
             and not params.presence_penalty
             and not params.frequency_penalty
         )
+        self._bias_ids: torch.Tensor | None = None
+        if params.logit_bias:
+            self._bias_ids = torch.tensor([t for t, _ in params.logit_bias], dtype=torch.long, device=device)
+            self._bias_values = torch.tensor(
+                [b for _, b in params.logit_bias], dtype=torch.float32, device=device
+            )
+        banned = set(params.stop_token_ids) | (set() if params.ignore_eos else set(eog_token_ids))
+        banned = {t for t in banned if 0 <= t < vocab_size}
+        self._banned = torch.tensor(sorted(banned), dtype=torch.long, device=device)
+        self._num_banned_left = params.min_tokens if banned else 0  # tokens whose end is still held off
         # repetition_penalty follows Hugging Face/vLLM (prompt and output); presence/frequency follow
         # OpenAI (output only).
         self._seen: torch.Tensor | None = None
@@ -41,10 +60,19 @@ class SequenceSampler:
             else:
                 self._generator.manual_seed(params.seed & 0xFFFFFFFFFFFFFFFF)
 
+    @property
+    def is_plain_greedy(self) -> bool:
+        """Whether the next token is the raw logits' argmax (the scheduler takes it for all rows at once)."""
+        return self._is_greedy_argmax and self._bias_ids is None and self._num_banned_left <= 0
+
     def sample(self, logits: torch.Tensor) -> int:
         """Pick the next token from one row of raw logits, [vocab]."""
         p = self._params
         x = logits.float()
+        if self._bias_ids is not None:
+            x = x.index_add(0, self._bias_ids, self._bias_values)
+        if self._num_banned_left > 0:
+            x = x.index_fill(0, self._banned, float("-inf"))
         if self._seen is not None:
             penalised = torch.where(x > 0, x / p.repetition_penalty, x * p.repetition_penalty)
             x = torch.where(self._seen, penalised, x)
@@ -68,7 +96,8 @@ class SequenceSampler:
         return int(torch.multinomial(probs, 1, generator=self._generator))
 
     def accept(self, token: int) -> None:
-        """Remember a generated token for the penalties."""
+        """Remember a generated token for the penalties (and count it for `min_tokens`)."""
+        self._num_banned_left -= 1
         if self._seen is not None:
             self._seen[token] = True
         if self._counts is not None:

@@ -116,7 +116,7 @@ class Scheduler(SchedulerThread):
                 taken.append(seq)
         device = self._loaded.device
         for seq in taken:
-            seq.sampler = SequenceSampler(seq.params, seq.prompt, self._vocab_size, device)
+            seq.sampler = SequenceSampler(seq.params, seq.prompt, self._vocab_size, device, self._eog)
         return taken
 
     def _sample_rows(self, seqs: list[Sequence], logits: torch.Tensor, outputs: Outputs) -> None:

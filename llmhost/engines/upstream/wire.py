@@ -21,6 +21,8 @@ class Dialect:
     grammar: Callable[[str], dict[str, Any]] | None  # GBNF grammar fields; None: cannot constrain
     extra: tuple[tuple[str, Any], ...] = ()
     min_logprobs: int = 0  # the least `logprobs` that returns the sampled token's own
+    has_logit_bias: bool = True  # OpenAI's `logit_bias` object ({"token id": bias})
+    has_min_tokens: bool = True  # vLLM's `min_tokens`
 
 
 DIALECTS: dict[str, Dialect] = {
@@ -32,10 +34,14 @@ DIALECTS: dict[str, Dialect] = {
         (("return_token_ids", True),),
     ),
     "sglang": Dialect(-1, ("repetition_penalty",), lambda g: {"ebnf": g}),
-    "lmdeploy": Dialect(0, ("repetition_penalty",), None),
+    # LMDeploy's /v1/completions has neither `logit_bias` nor a minimum length.
+    "lmdeploy": Dialect(0, ("repetition_penalty",), None, has_logit_bias=False, has_min_tokens=False),
     # Native llama-server answers `logprobs: 0` with none at all: ask for 1 (the sampled token's own comes
-    # with one rival, which parse_logprobs drops when none was asked for).
-    "llama.cpp": Dialect(0, ("repeat_penalty",), lambda g: {"grammar": g}, min_logprobs=1),
+    # with one rival, which parse_logprobs drops when none was asked for). Neither it nor llama-cpp-python's
+    # server has a minimum length.
+    "llama.cpp": Dialect(
+        0, ("repeat_penalty",), lambda g: {"grammar": g}, min_logprobs=1, has_min_tokens=False
+    ),
     # An attached server of unknown kind: every spelling (servers ignore names they do not know), and
     # no BOS added to a text prompt that already starts with the template's own.
     "generic": Dialect(
@@ -89,10 +95,21 @@ def completion_body(
                 "this engine cannot constrain output to a grammar (response_format)", param="response_format"
             )
         body.update(dialect.grammar(grammar))
+    if params.logit_bias:
+        _require(dialect.has_logit_bias, "logit_bias")
+        body["logit_bias"] = {str(token): bias for token, bias in params.logit_bias}
+    if params.min_tokens:
+        _require(dialect.has_min_tokens, "min_tokens")
+        body["min_tokens"] = params.min_tokens
     if params.logprobs is not None:
         # legacy completions: the sampled token plus the k most likely
         body["logprobs"] = max(params.logprobs, dialect.min_logprobs)
     return body
+
+
+def _require(is_supported: bool, field: str) -> None:
+    if not is_supported:
+        raise InvalidRequest(f"'{field}' is not supported by this engine", param=field)
 
 
 def finish_reason(value: object) -> FinishReason | None:

@@ -110,7 +110,7 @@ class ResponseFormat(_Request):
 # `service_tier`, `metadata`) are ignored, as vLLM ignores them.
 UNSUPPORTED_FIELDS = frozenset(
     {
-        "logit_bias", "min_tokens", "prompt_logprobs", "best_of", "use_beam_search", "length_penalty",
+        "prompt_logprobs", "best_of", "use_beam_search", "length_penalty",
         "guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs",
         "allowed_token_ids", "bad_words", "truncate_prompt_tokens", "logits_processors",
         "return_tokens_as_token_ids", "prompt_embeds", "typical_p", "tfs_z", "mirostat", "mirostat_tau",
@@ -122,7 +122,6 @@ UNSUPPORTED_FIELDS = frozenset(
 _HARMLESS: dict[str, tuple[Any, ...]] = {
     "skip_special_tokens": (True,),
     "spaces_between_special_tokens": (True,),
-    "min_tokens": (0,),
     "best_of": (1,),
     "prompt_logprobs": (0,),
 }
@@ -163,6 +162,10 @@ class _SamplingFields(_Request):
     user: StrictStr | None = None
     # vLLM's: the prompt's and each choice's token ids in the answer (RL trainers keep the exact tokens).
     return_token_ids: StrictBool = False
+    # OpenAI's: token id (as a string key) → value added to its logit, -100 (never) to 100 (always).
+    logit_bias: dict[StrictStr, Number] | None = None
+    # vLLM's: end-of-generation and stop_token_ids are not sampled before this many tokens.
+    min_tokens: StrictInt | None = Field(None, ge=0)
 
     def check_unsupported_fields(self) -> None:
         _refuse_unsupported(self.model_extra, set(type(self).model_fields))
@@ -196,7 +199,20 @@ class _SamplingFields(_Request):
             ignore_eos=self.ignore_eos,
             include_stop_str_in_output=self.include_stop_str_in_output,
             grammar=self._grammar,
+            logit_bias=self._logit_bias_pairs(),
+            min_tokens=self.min_tokens or 0,
         )
+
+    def _logit_bias_pairs(self) -> tuple[tuple[int, float], ...]:
+        """`logit_bias` as (token id, value) pairs; its keys must be token ids written in decimal."""
+        pairs: dict[int, float] = {}
+        for key, value in (self.logit_bias or {}).items():
+            if not key.isdecimal():
+                raise InvalidRequest(
+                    f"'logit_bias' keys are token ids (like \"1234\"), not {key!r}", param="logit_bias"
+                )
+            pairs[int(key)] = float(value)
+        return tuple(pairs.items())
 
     @property
     def include_usage(self) -> bool:
