@@ -313,7 +313,7 @@ async def test_the_store_can_be_turned_off():
     async with scripted_client(engine, responses_store_max_items=0) as client:
         r = await client.post("/v1/responses", json={"input": "x"})
         got = await client.get(f"/v1/responses/{r.json()['id']}")
-    assert r.status_code == 200 and got.status_code == 404
+    assert r.status_code == 200 and r.json()["store"] is False and got.status_code == 404
 
 
 # -- refusals --------------------------------------------------------------------------------------------

@@ -110,8 +110,9 @@ async def create_response(body: ResponsesRequest, state: StateDep, store: StoreD
     )
     parser = None if chat.prefill else state.settings.reasoning_parser  # a forced call is no thinking
     reader = AnswerReader(parser, plan, opens_thinking=generation.prompt.opens_thinking)
-    response = _in_progress(body, generation.request_id, model_name)
-    turn = _Turn(state, store, owner, body.store, earlier, items)
+    is_stored = body.store and store.is_enabled  # `--responses-store-max-items 0` keeps nothing
+    response = _in_progress(body, generation.request_id, model_name, is_stored=is_stored)
+    turn = _Turn(state, store, owner, is_stored, earlier, items)
     if body.stream:
         writer = StreamWriter(response)
         return sse_response(
@@ -163,7 +164,9 @@ def _earlier(store: ResponseStore, owner: str | None, previous_id: str | None) -
     return entry
 
 
-def _in_progress(body: ResponsesRequest, response_id: str, model_name: str) -> ResponseObject:
+def _in_progress(
+    body: ResponsesRequest, response_id: str, model_name: str, *, is_stored: bool
+) -> ResponseObject:
     """The response as it starts: the request's settings echoed, no output yet."""
     choice = body.tool_choice or "auto"
     fmt = body.text.format if body.text is not None else None
@@ -182,7 +185,7 @@ def _in_progress(body: ResponsesRequest, response_id: str, model_name: str) -> R
         parallel_tool_calls=body.parallel_tool_calls is not False,
         previous_response_id=body.previous_response_id,
         reasoning=ReasoningSettings(effort=effort, summary=summary),
-        store=body.store,
+        store=is_stored,
         temperature=1.0 if body.temperature is None else body.temperature,
         text=TextSettings(format=fmt.echo() if fmt is not None else {"type": "text"}),
         tool_choice=choice if isinstance(choice, str) else {"type": "function", "name": choice.name},
@@ -271,6 +274,6 @@ def _usage(turn: _Turn, generation: Generation, reader: AnswerReader) -> Respons
 
 
 def _keep(turn: _Turn, response: ResponseObject) -> None:
-    if turn.is_stored and turn.store.is_enabled:
+    if turn.is_stored:
         output = as_input_items(item.wire() for item in response.output)
         turn.store.put(turn.owner, response, turn.earlier, [*turn.items, *output])
