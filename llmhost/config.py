@@ -59,9 +59,9 @@ class Settings(BaseSettings):
         1024,
         ge=0,
         le=2**20,
-        description="llama.cpp engine, with prefix caching: host RAM (MiB) for the KV states of prompt "
-        "prefixes evicted from the KV cache, restored when a later prompt starts the same way "
-        "(llama-server's --cache-ram); 0: none.",
+        description="With prefix caching: host RAM (MiB) for the KV of prompt prefixes the KV cache no "
+        "longer holds (llama.cpp: evicted slots; transformers: finished sequences), restored when a later "
+        "prompt starts the same way (llama-server's --cache-ram); 0: none.",
     )
     n_gpu_layers: int | None = Field(
         None,

@@ -55,6 +55,7 @@ def _transformers(settings: Settings, source: ModelSource, name: str) -> Engine:
         dtype=settings.dtype,
         gpu=settings.gpu,
         max_image_tokens=settings.max_image_tokens,
+        prefix_cache_bytes=settings.prefix_cache_ram_mb * 2**20 if settings.enable_prefix_caching else 0,
     )
 
 

@@ -9,7 +9,8 @@ exact) here; a new prompt that matches a saved state further than any slot resto
 computed, so the answer is the one the first computation would give.
 
 Bounded by bytes (`--prefix-cache-ram-mb`); the least recently used states go first. Pure Python: the
-scheduler does the saving and restoring on the engine thread.
+scheduler does the saving and restoring on the engine thread. The transformers engine keeps its finished
+sequences' KV tensors in the same store (its state is the per-layer tensors instead of llama.cpp's bytes).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .kv_slots import common_prefix_len
 
@@ -24,7 +26,8 @@ from .kv_slots import common_prefix_len
 @dataclass(eq=False)
 class SavedPrefix:
     tokens: list[int]  # tokens[p] is the token whose KV the state holds at position p
-    state: bytes  # llama_state_seq_get_data of the slot that held them
+    state: Any  # llama.cpp: llama_state_seq_get_data of the slot that held them
+    num_bytes: int
     last_used: int = 0
 
 
@@ -61,21 +64,22 @@ class HostPrefixCache:
                 best, best_len = entry, n
         return best, best_len
 
-    def put(self, tokens: Sequence[int], state: bytes) -> bool:
-        """Keep `state` (the KV of `tokens`); states whose tokens are a prefix of these are dropped (this
-        one serves every prompt they served), then the least recently used until it fits. False when
-        it cannot fit at all."""
-        if len(state) > self.max_bytes:
+    def put(self, tokens: Sequence[int], state: Any, num_bytes: int | None = None) -> bool:
+        """Keep `state` (the KV of `tokens`, `num_bytes` big; default: `len(state)`); states whose tokens
+        are a prefix of these are dropped (this one serves every prompt they served), then the least
+        recently used until it fits. False when it cannot fit at all."""
+        size = len(state) if num_bytes is None else num_bytes
+        if size > self.max_bytes:
             return False
         tokens = list(tokens)
         n = len(tokens)
         for entry in [e for e in self.entries if len(e.tokens) <= n and tokens[: len(e.tokens)] == e.tokens]:
             self._drop(entry)
         self.entries.sort(key=lambda e: e.last_used)
-        while self.entries and self.num_bytes + len(state) > self.max_bytes:
+        while self.entries and self.num_bytes + size > self.max_bytes:
             self._drop(self.entries[0])
-        self.entries.append(SavedPrefix(tokens, state, next(self._ticks)))
-        self.num_bytes += len(state)
+        self.entries.append(SavedPrefix(tokens, state, size, next(self._ticks)))
+        self.num_bytes += size
         self.num_saved += 1
         return True
 
@@ -95,4 +99,4 @@ class HostPrefixCache:
 
     def _drop(self, entry: SavedPrefix) -> None:
         self.entries.remove(entry)
-        self.num_bytes -= len(entry.state)
+        self.num_bytes -= entry.num_bytes

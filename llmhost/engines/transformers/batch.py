@@ -70,6 +70,48 @@ class PaddedBatch:
         )
         return out.past_key_values, mask, deltas, out.logits[:, -1, :]
 
+    def prefill_after(
+        self, prefix: Sequence[tuple[torch.Tensor, torch.Tensor]], suffix: Sequence[int]
+    ) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run one text prompt whose first tokens' KV is `prefix` (per layer: keys and values, [1, heads,
+        length, dim], from `row_kv`): only `suffix` is computed. Returns what `prefill` returns."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self._model.config)
+        for layer, (keys, values) in enumerate(prefix):
+            cache.update(keys.to(self._device), values.to(self._device), layer)
+        start = prefix[0][0].shape[2]
+        ids = torch.tensor([list(suffix)], dtype=torch.long, device=self._device)
+        mask = torch.ones((1, start + len(suffix)), dtype=torch.long, device=self._device)
+        positions = torch.arange(start, start + len(suffix), device=self._device)[None]
+        out = self._model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        deltas = torch.zeros((1, 1), dtype=torch.long, device=self._device)
+        return out.past_key_values, mask, deltas, out.logits[:, -1, :]
+
+    def row_length(self, row: int) -> int:
+        """How many tokens `row` holds (its KV, without padding)."""
+        assert self.mask is not None
+        return int(self.mask[row].sum())
+
+    def row_kv(self, row: int, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A copy of the KV of `row`'s first `length` tokens, on the CPU (for `prefill_after` later)."""
+        assert self.mask is not None
+        start = self.mask.shape[1] - self.row_length(row)  # the row's tokens: a run at the right end
+        return [
+            (
+                layer.keys[row : row + 1, :, start : start + length].to("cpu", copy=True),
+                layer.values[row : row + 1, :, start : start + length].to("cpu", copy=True),
+            )
+            for layer in self.cache.layers
+        ]
+
     def _with_images(
         self,
         ids: torch.Tensor,

@@ -8,6 +8,7 @@ llama.cpp cannot read; every face sees the same deltas, stops, usage and logprob
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import threading
@@ -45,6 +46,7 @@ class TransformersEngine:
         gpu: str = "auto",
         prefill_tokens: int = 2048,
         max_image_tokens: int | None = None,
+        prefix_cache_bytes: int = 0,
     ) -> None:
         self._model_path = Path(model_path)
         self._model_format = model_format
@@ -56,6 +58,8 @@ class TransformersEngine:
         self._gpu = gpu
         self._prefill_tokens = prefill_tokens
         self._max_image_tokens = max_image_tokens
+        # Finished sequences' KV kept in host RAM for prompts that start the same way; 0: none.
+        self._prefix_cache_bytes = prefix_cache_bytes
         self._loaded: LoadedModel | None = None
         self._table: list[bytes] = []
         self._scheduler: Scheduler | None = None
@@ -74,6 +78,8 @@ class TransformersEngine:
 
     def _load(self) -> None:
         import torch
+
+        from llmhost.engines.llamacpp.host_cache import HostPrefixCache
 
         from .loader import load, token_bytes_table
         from .scheduler import Scheduler
@@ -115,7 +121,10 @@ class TransformersEngine:
             self._bridge.on_outputs,
             max_num_seqs=self._max_num_seqs,
             prefill_tokens=self._prefill_tokens,
+            prefix_cache=HostPrefixCache(self._prefix_cache_bytes),
         )
+        reuses_prefixes = self._scheduler.prefix_cache is not None
+        self._info = dataclasses.replace(self._info, reuses_prefixes=reuses_prefixes)
         self._scheduler.start()
         log.info(
             "loaded %s with transformers on %s (%s): max_model_len=%d, max_num_seqs=%d%s",
@@ -167,7 +176,13 @@ class TransformersEngine:
         return self._info
 
     def stats(self) -> EngineStats:
-        return engine_stats(self._scheduler, self._max_num_seqs)
+        stats = engine_stats(self._scheduler, self._max_num_seqs)
+        store = self._scheduler.prefix_cache if self._scheduler is not None else None
+        if store is None:
+            return stats
+        return dataclasses.replace(
+            stats, prefix_cache_ram_bytes=store.num_bytes, prefix_cache_ram_restores=store.num_restored
+        )
 
     def attach_listener(self, listener: EngineListener) -> None:
         """In-process: the engine never goes down by itself, so there is nothing to tell."""

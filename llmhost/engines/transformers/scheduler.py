@@ -8,17 +8,26 @@ Every step:
 3. one decode step over every running row (torch releases the GIL, so the event loop keeps serving);
 4. sample each row with its own sampler, turn tokens into text, check stops and limits;
 5. hand every delta of the step to the event loop in one call.
+
+Prefix caching (text models whose cache layers are plain, not sliding-window): a finished row's KV
+(prompt and the tokens fed after it) is copied to host RAM before the row is cut out, in the bounded
+store the llama.cpp engine keeps evicted slots in; a new prompt that shares enough leading tokens with a
+stored one is prefilled on its own from that KV, computing only the rest (a code-loop turn, the next turn
+of a conversation, a judge's rubric again).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from llmhost.engines.llamacpp.host_cache import HostPrefixCache
 from llmhost.engines.threaded import GenerationState, Outputs, SchedulerThread, token_delta
 from llmhost.errors import EngineError
 from llmhost.types import Delta, PromptImage, TokenLogprob
@@ -29,6 +38,11 @@ from .sampling import SequenceSampler, token_logprob
 
 log = logging.getLogger("llmhost.transformers")
 
+# A finished row's KV is stored only when it holds at least this many tokens, and a stored prefix is
+# reused only when it saves at least this many (below that, a batched prefill is as fast).
+MIN_STORED_TOKENS = 64
+MIN_REUSED_TOKENS = 32
+
 
 @dataclass(eq=False)
 class Sequence(GenerationState):
@@ -37,6 +51,7 @@ class Sequence(GenerationState):
     is_finished: bool = False  # ended (or aborted); its row leaves the batch before the next step
     sampler: SequenceSampler | None = None
     images: tuple[PromptImage, ...] = ()  # a vision model's: prepared images placed in the prompt
+    fed: list[int] = field(default_factory=list)  # tokens fed to the model after the prompt
 
 
 class Scheduler(SchedulerThread):
@@ -48,6 +63,7 @@ class Scheduler(SchedulerThread):
         *,
         max_num_seqs: int,
         prefill_tokens: int,
+        prefix_cache: HostPrefixCache | None = None,
     ) -> None:
         super().__init__("llmhost-transformers")
         self._loaded = loaded
@@ -59,6 +75,8 @@ class Scheduler(SchedulerThread):
         self._eog = loaded.eog_token_ids
         self._batch = PaddedBatch(loaded.model, loaded.pad_token_id, loaded.device, loaded.vision)
         self._running: list[Sequence] = []  # row i of the batch is self._running[i]
+        is_cached = prefix_cache is not None and prefix_cache.is_enabled and _plain_kv_layers(loaded)
+        self.prefix_cache = prefix_cache if is_cached else None
 
     # -- the engine thread -----------------------------------------------------------------------
     def _thread_context(self) -> torch.inference_mode:
@@ -75,6 +93,8 @@ class Scheduler(SchedulerThread):
             if has_decoding:
                 # Rows that finished at their prefill leave first; every other row gets one token.
                 self._release_finished()
+                for seq in self._running:
+                    seq.fed.append(seq.next_token)
                 logits = self._batch.decode([s.next_token for s in self._running])
                 self.num_steps += 1
                 self.last_step_num_seqs = len(self._running)
@@ -85,18 +105,59 @@ class Scheduler(SchedulerThread):
                 self._on_outputs(outputs)
 
     def _prefill(self, admitted: list[Sequence], outputs: Outputs) -> None:
+        """Prompts with a stored prefix are prefilled one by one from it; the others together."""
+        computed: list[Sequence] = []
+        for seq in admitted:
+            self.num_prefix_queries += len(seq.prompt)
+            stored, match = self._stored_prefix(seq)
+            if stored is None:
+                computed.append(seq)
+                continue
+            assert self.prefix_cache is not None
+            self.prefix_cache.touch(stored)
+            seq.num_cached_prompt = match
+            self.num_prefix_hits += match
+            prefix = [(keys[:, :, :match], values[:, :, :match]) for keys, values in stored.state]
+            run = functools.partial(self._batch.prefill_after, prefix, seq.prompt[match:])
+            self._prefill_group([seq], outputs, run)
+        if computed:
+            prompts, images = [s.prompt for s in computed], [s.images for s in computed]
+            self._prefill_group(computed, outputs, functools.partial(self._batch.prefill, prompts, images))
+
+    def _prefill_group(self, group: list[Sequence], outputs: Outputs, run: Callable[[], Any]) -> None:
         try:
-            cache, mask, deltas, logits = self._batch.prefill(
-                [s.prompt for s in admitted], [s.images for s in admitted]
-            )
+            cache, mask, deltas, logits = run()
         except Exception as exc:
             # E.g. out of GPU memory for one huge prompt: fail the newcomers, keep the running batch.
-            log.exception("prefill of %d new sequence(s) failed", len(admitted))
-            outputs.extend((s, EngineError(f"generation failed: {exc}")) for s in admitted)
+            log.exception("prefill of %d new sequence(s) failed", len(group))
+            outputs.extend((s, EngineError(f"generation failed: {exc}")) for s in group)
             return
         self._batch.join(cache, mask, deltas)
-        self._running.extend(admitted)
-        self._sample_rows(admitted, logits, outputs)
+        self._running.extend(group)
+        self._sample_rows(group, logits, outputs)
+
+    def _stored_prefix(self, seq: Sequence) -> tuple[Any, int]:
+        if self.prefix_cache is None or seq.images:
+            return None, 0
+        stored, match = self.prefix_cache.best(seq.prompt)
+        return (stored, match) if match >= MIN_REUSED_TOKENS else (None, 0)
+
+    def _store(self, row: int, seq: Sequence) -> None:
+        """Copy a finished row's KV to the prefix store, unless it is short, has images, or is there."""
+        cache = self.prefix_cache
+        tokens = seq.prompt + seq.fed
+        if cache is None or seq.images or len(tokens) < MIN_STORED_TOKENS or cache.covers(tokens):
+            return
+        if self._batch.row_length(row) != len(tokens):  # not what this row's cache holds: keep nothing
+            log.warning(
+                "row %d holds %d tokens, expected %d; not stored",
+                row,
+                self._batch.row_length(row),
+                len(tokens),
+            )
+            return
+        layers = self._batch.row_kv(row, len(tokens))
+        cache.put(tokens, layers, sum(k.nbytes + v.nbytes for k, v in layers))
 
     def _take_waiting(self) -> list[Sequence]:
         """Waiting sequences for the free rows, within the padded prefill budget (at least one)."""
@@ -153,6 +214,9 @@ class Scheduler(SchedulerThread):
         """Cut finished and aborted rows out of the batch, so the next step can admit others."""
         keep = [row for row, s in enumerate(self._running) if not s.is_finished]
         if len(keep) != len(self._running):
+            for row, seq in enumerate(self._running):
+                if seq.is_finished and not seq.is_aborted:
+                    self._store(row, seq)
             self._batch.keep(keep)
             for seq in self._running:
                 if seq.is_finished:
@@ -165,3 +229,14 @@ class Scheduler(SchedulerThread):
         self._batch.keep([])
         if failed:
             self._on_outputs([(seq, error) for seq in failed])
+
+
+def _plain_kv_layers(loaded: LoadedModel) -> bool:
+    """Whether every layer's KV holds every position (no sliding window) and the model reads text only:
+    what storing and reusing a row's KV by position needs."""
+    from transformers import DynamicCache
+
+    if loaded.vision is not None:
+        return False
+    layers = DynamicCache(config=loaded.model.config).layers
+    return bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
