@@ -170,11 +170,9 @@ def describe(record: PidRecord, api_key: str | None) -> dict[str, object]:
 
 
 def _gauge(text: str, name: str) -> int | None:
-    """A count gauge from /metrics (Prometheus writes every value as a float: 0.0 requests)."""
+    """A count gauge from /metrics (Prometheus writes every value as a float: 0.0 requests), summed over
+    its series (one per replica under `serve --ray`)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                return round(sample.value)
-    return None
+    values = [s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name]
+    return round(sum(values)) if values else None

@@ -75,6 +75,10 @@ def serve(**options: Any) -> None:
         _serve_detached(settings, ready_timeout)
         return
     configure_logging(settings.log_level, settings.log_file)
+    if settings.ray:  # the same app as a Ray Serve deployment (llmhost/ray_serve/, docs/ray.md)
+        from llmhost.ray_serve.launch import run_on_ray
+
+        sys.exit(run_on_ray(settings))
     from llmhost.cli.startup import run_server
 
     sys.exit(run_server(settings))
