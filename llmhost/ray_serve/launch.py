@@ -47,10 +47,19 @@ def run_on_ray(settings: Settings) -> int:
         return 1
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports from an offline server
-    if is_local:
-        ray.init(address="local", include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES)
-    else:
-        ray.init(address=settings.ray_address)
+    try:
+        if is_local:
+            ray.init(address="local", include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES)
+        else:
+            ray.init(address=settings.ray_address)
+    except Exception as exc:  # Ray raises ConnectionError, AuthenticationError, RuntimeError, ValueError...
+        where = f"join the Ray cluster at {settings.ray_address}" if not is_local else "start a Ray cluster"
+        log.error(
+            "cannot %s: %s; check --ray-address, and that RAY_AUTH_MODE (and its token) match the cluster's",
+            where,
+            _last_line(exc),
+        )
+        return 1
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop)
     try:

@@ -1,7 +1,8 @@
 """`llmhost serve --ray` on a real two-node Ray cluster (tests/ray_serve/cluster.py): two replicas of the
 embedded model, one per node, behind Ray Serve's proxy; every face answers through it, requests spread
-over both replicas, sessions stay on theirs, a replica's 429 reaches the client unchanged, `/metrics`
-shows each replica, and a replica killed mid-request is restarted by Serve while its requests fail at once.
+over both replicas, sessions stay on theirs, a client that leaves frees its sequence, a replica's 429 reaches
+the client unchanged, `/metrics` shows each replica, and a replica killed mid-request is restarted by Serve
+while its requests fail at once.
 
 One llama.cpp thread per replica: the box has 2 cores, shared."""
 
@@ -158,6 +159,39 @@ def test_a_session_and_a_conversation_stay_on_their_replica(server):
             {"role": "user", "content": f"More {turn}"},
         ]
     assert len(replicas) == 1
+
+
+def test_a_client_that_goes_away_frees_its_sequence(server):
+    replica = sorted(_replica_pages(server))[0]
+    aborted_before = _num_aborted(server, replica)
+    body = {"model": "any", "messages": [{"role": "user", "content": "Count."}], "stream": True}
+    body |= {"max_tokens": 900, "ignore_eos": True}
+    url = f"{server.url}/v1/chat/completions"
+    with httpx.stream("POST", url, json=body, headers={REPLICA_HEADER: replica}, timeout=60) as response:
+        deadline = time.monotonic() + 60
+        for _ in response.iter_lines():  # until the replica is generating it
+            if _replica_pages(server)[replica]["vllm:num_requests_running"] >= 1:
+                break
+            assert time.monotonic() < deadline
+    # Closed: the ingress' call is cancelled, the replica's app sees the disconnect, the engine stops the
+    # sequence (counted as aborted, not finished by length).
+    deadline = time.monotonic() + 30
+    while _num_aborted(server, replica) == aborted_before:
+        assert time.monotonic() < deadline, "the sequence kept running after its client left"
+        time.sleep(0.2)
+    assert _replica_pages(server)[replica]["vllm:num_requests_running"] == 0
+
+
+def _num_aborted(server: RunningServer, replica: str) -> float:
+    text = httpx.get(f"{server.url}/metrics", timeout=60).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "vllm:request_success_total"
+        and sample.labels.get("finished_reason") == "abort"
+        and sample.labels["replica"] == replica
+    )
 
 
 def test_a_full_replica_answers_429_unchanged(server):
