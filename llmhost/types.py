@@ -22,7 +22,9 @@ class FinishReason(StrEnum):
 class SamplingParams:
     """How one sequence is sampled. Validated here so every face gets the same rules."""
 
-    max_tokens: int | None = None  # None: until end-of-generation or the context is full
+    # None: until end-of-generation or the context is full; 0: the prompt only (no token is generated),
+    # for requests that read the prompt's log-probabilities (echo with logprobs, `prompt_logprobs`).
+    max_tokens: int | None = None
     temperature: float = 1.0  # 0 means greedy
     top_p: float = 1.0
     top_k: int = 0  # 0 or -1 means off
@@ -34,6 +36,10 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
     logprobs: int | None = None  # None: none; 0: the sampled token only; k: plus the k most likely
+    # vLLM's `prompt_logprobs`: each prompt token's log-probability given the tokens before it, with the
+    # k most likely at that position (None: none). The whole prompt is computed for it: cached prefix
+    # cells hold no logits.
+    prompt_logprobs: int | None = None
     ignore_eos: bool = False
     include_stop_str_in_output: bool = False
     # A GBNF grammar (llama.cpp's format, root rule `root`) every completion must match; None: free text.
@@ -48,7 +54,7 @@ class SamplingParams:
     min_tokens: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.max_tokens is None or self.max_tokens >= 1, "max_tokens", "must be at least 1")
+        _check(self.max_tokens is None or self.max_tokens >= 0, "max_tokens", "must be at least 0")
         _check(
             math.isfinite(self.temperature) and 0.0 <= self.temperature <= 2.0,
             "temperature",
@@ -63,6 +69,11 @@ class SamplingParams:
         _check(
             self.logprobs is None or 0 <= self.logprobs <= MAX_TOP_LOGPROBS,
             "top_logprobs",
+            f"must be between 0 and {MAX_TOP_LOGPROBS}",
+        )
+        _check(
+            self.prompt_logprobs is None or 0 <= self.prompt_logprobs <= MAX_TOP_LOGPROBS,
+            "prompt_logprobs",
             f"must be between 0 and {MAX_TOP_LOGPROBS}",
         )
         _check(all(s for s in self.stop), "stop", "stop strings must not be empty")
@@ -112,12 +123,14 @@ class TopLogprob:
 
 @dataclass(frozen=True)
 class TokenLogprob:
-    """The log-probability of one generated token under the model, with its most likely rivals."""
+    """The log-probability of one token (generated, or of the prompt) under the model, with the most
+    likely tokens at its position."""
 
     token_id: int
     token_bytes: bytes
     logprob: float
     top: tuple[TopLogprob, ...] = ()
+    rank: int | None = None  # 1 + how many tokens were more likely at its position; None: not computed
 
 
 @dataclass(frozen=True)
@@ -144,6 +157,9 @@ class Delta:
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
+    # With `SamplingParams.prompt_logprobs`, on the sequence's first delta: one entry per prompt token,
+    # None for the first (nothing precedes it).
+    prompt_logprobs: list[TokenLogprob | None] | None = None
     finish_reason: FinishReason | None = None
     stop_reason: str | int | None = None  # the stop string or token id that ended the sequence
     usage: Usage | None = None
@@ -152,6 +168,8 @@ class Delta:
         """Append a later delta of the same sequence (its end, when it has one, becomes this one's)."""
         self.text += later.text
         self.token_ids.extend(later.token_ids)
+        if later.prompt_logprobs is not None:
+            self.prompt_logprobs = later.prompt_logprobs
         if later.logprobs is not None:
             self.logprobs = (self.logprobs or []) + later.logprobs
         if later.finish_reason is not None:
@@ -191,6 +209,9 @@ class EngineInfo:
     # The most bytes one token stands for (special-token spellings included), so a text longer than
     # `max_model_len x max_token_bytes` characters is refused without tokenizing it; None: unknown.
     max_token_bytes: int | None = None
+    # `SamplingParams.prompt_logprobs` is honoured (and `max_tokens` 0 with it); other engines are never
+    # handed it: the pipeline refuses such a request with a 400.
+    supports_prompt_logprobs: bool = False
     # A prompt that extends an earlier one reuses its computed KV (prefix caching): a code-loop turn or a
     # conversation's next message costs only its new tokens.
     reuses_prefixes: bool = False

@@ -82,6 +82,16 @@ def token_delta(
     return delta
 
 
+def prompt_only_delta(seq: GenerationState, prompt_logprobs: list[TokenLogprob | None] | None) -> Delta:
+    """The one delta of a sequence with `max_tokens` 0: its prompt was computed (and scored, with
+    `prompt_logprobs`) and nothing is generated."""
+    return Delta(
+        prompt_logprobs=prompt_logprobs,
+        finish_reason=FinishReason.LENGTH,
+        usage=Usage(len(seq.prompt), 0, cached_tokens=seq.num_cached_prompt),
+    )
+
+
 # (sequence, delta or error) pairs produced by one step, handed to the event loop together.
 Outputs = list[tuple[Any, Delta | Exception]]
 
@@ -123,7 +133,7 @@ def queue_generation(
         request_id=request_id or f"req-{next(_request_counter)}",
         prompt=prompt,
         params=params,
-        max_tokens=params.max_tokens or room,
+        max_tokens=room if params.max_tokens is None else params.max_tokens,
     )
     return bridge.stream(seq, scheduler)
 

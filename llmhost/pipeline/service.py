@@ -32,7 +32,7 @@ from llmhost.pipeline.admission import Admission, TrackedStream, open_streams
 from llmhost.pipeline.fanout import collect, merge_streams
 from llmhost.pipeline.prompts import PreparedPrompt, PromptInput, PromptPreparer
 from llmhost.server.metrics import ServerMetrics
-from llmhost.types import Delta, EngineInfo, SamplingParams, Usage
+from llmhost.types import Delta, EngineInfo, FinishReason, SamplingParams, Usage
 
 log = logging.getLogger("llmhost.pipeline")
 
@@ -179,9 +179,11 @@ class GenerationService:
                 "images cannot be combined with the code loop ('code_tools') yet", param="code_tools"
             )
         sampling = self._fit(request, prompts)
-        vocab_size = self.engine.info().vocab_size
+        info = self.engine.info()
         for params in (s for per_prompt in sampling for s in per_prompt):
-            params.check_token_ids(vocab_size)  # now: a driver (the code loop) generates only later
+            params.check_token_ids(info.vocab_size)  # now: a driver (the code loop) generates only later
+            if params.prompt_logprobs is not None:
+                self._check_prompt_scores(info, prompts)
         request_id = request.request_id or uuid.uuid4().hex
         prompt_of = [p for p, params in enumerate(sampling) for _ in params]
         flat = [params for per_prompt in sampling for params in per_prompt]
@@ -192,11 +194,27 @@ class GenerationService:
         streams = open_streams(self.admission, self.metrics, starts, timeout_s=self._timeout_s)
         return Generation(request_id, prompts, prompt_of, streams)
 
+    @staticmethod
+    def _check_prompt_scores(info: EngineInfo, prompts: list[PreparedPrompt]) -> None:
+        """A 400 for prompt log-probabilities an engine cannot compute (never a silent answer without)."""
+        if not info.supports_prompt_logprobs:
+            raise InvalidRequest(
+                f"the {info.engine} engine cannot return the prompt's log-probabilities "
+                "('prompt_logprobs', or 'echo' with 'logprobs')",
+                param="prompt_logprobs",
+            )
+        if any(p.images for p in prompts):  # an image's placeholder tokens have no next-token scores
+            raise InvalidRequest(
+                "the prompt's log-probabilities cannot be combined with images yet", param="prompt_logprobs"
+            )
+
     def _starter(
         self, driver: Driver | None, prompt: PreparedPrompt, params: SamplingParams, sequence_id: str
     ) -> Callable[[], AsyncIterator[Delta]]:
         if driver is not None:
             return lambda: driver(prompt, params, sequence_id)
+        if params.max_tokens == 0 and params.prompt_logprobs is None:
+            return lambda: _prompt_only(len(prompt))  # an echo of the prompt asks the engine nothing
         if prompt.images:  # only an ImageEngine gets here: the preparer refused images for the others
             return lambda: self.engine.generate(prompt.token_ids, params, images=prompt.images)  # type: ignore[call-arg]
         return lambda: self.engine.generate(prompt.token_ids, params)
@@ -244,3 +262,8 @@ class GenerationService:
                 len(prompts),
             )
         return fitted
+
+
+async def _prompt_only(num_prompt_tokens: int) -> AsyncIterator[Delta]:
+    """A sequence with `max_tokens` 0 and nothing to read from the prompt: it ends at once."""
+    yield Delta(finish_reason=FinishReason.LENGTH, usage=Usage(num_prompt_tokens, 0))

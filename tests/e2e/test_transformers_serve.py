@@ -107,3 +107,16 @@ def test_structured_outputs_are_refused_not_ignored(client):
             response_format={"type": "json_object"},
         )
     assert err.value.body["param"] == "response_format"
+
+
+def test_prompt_scoring_is_refused_with_a_400_not_ignored(hf_server, client):
+    """The transformers engine computes no prompt log-probabilities: asking for them is a 400 naming the
+    field; an echo of the prompt without logprobs still works (it needs no scores)."""
+    for fields in ({"prompt_logprobs": 1}, {"echo": True, "logprobs": 1, "max_tokens": 0}):
+        r = httpx.post(f"{hf_server.url}/v1/completions", json={"prompt": "Hi", **fields}, timeout=60)
+        assert r.status_code == 400, r.text
+        assert (
+            r.json()["error"]["param"] == "prompt_logprobs" and "transformers" in r.json()["error"]["message"]
+        )
+    echoed = client.completions.create(model="smol", prompt="Hi there", max_tokens=0, echo=True)
+    assert echoed.choices[0].text == "Hi there" and echoed.usage.completion_tokens == 0

@@ -86,6 +86,12 @@ def test_attach_answers_as_the_upstream_itself(tmp_path, llama_server, model_pat
             response_format={"type": "json_object"},
         )
         assert r.choices[0].message.content.lstrip().startswith("{")
+        # An attached server of unknown kind is asked for prompt_logprobs (vLLM's) and, as this one
+        # answers without them, the client gets a 400 naming the field rather than an answer without.
+        refused = httpx.post(
+            f"{srv.url}/v1/completions", json={"prompt": "Hi", "max_tokens": 0, "echo": True, "logprobs": 1}
+        )
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "prompt_logprobs"
     finally:
         stop_server(srv)
     assert "sk-upstream-secret" not in srv.log()

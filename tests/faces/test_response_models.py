@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +34,38 @@ LOGPROBS = (-1.1920928955078125e-07, -0.0, -2.5, -13.815510557964274, -3e-05)
 
 
 class LogprobEngine(ScriptedEngine):
-    """ScriptedEngine whose deltas carry log-probabilities (when asked) and whose usage reports
-    prefix-cache hits, so the optional parts of the OpenAI shapes are on the wire too."""
+    """ScriptedEngine whose deltas carry log-probabilities (when asked), the prompt's included, and whose
+    usage reports prefix-cache hits, so the optional parts of the OpenAI shapes are on the wire too."""
+
+    def info(self) -> EngineInfo:
+        return dataclasses.replace(super().info(), supports_prompt_logprobs=True)
+
+    def generate(
+        self, prompt_tokens: Sequence[int], params: SamplingParams, request_id: str | None = None
+    ) -> AsyncIterator[Delta]:
+        self._prompt = list(prompt_tokens)
+        return super().generate(prompt_tokens, params, request_id)
+
+    def _prompt_scores(self, num_top: int) -> list[TokenLogprob | None]:
+        prompt = self._prompt
+        return [None] + [
+            TokenLogprob(
+                t,
+                bytes([t]),
+                LOGPROBS[p % len(LOGPROBS)],
+                tuple(
+                    TopLogprob(j + 65, bytes([j + 65]), LOGPROBS[j % len(LOGPROBS)]) for j in range(num_top)
+                ),
+                rank=p,
+            )
+            for p, t in enumerate(prompt[1:], start=1)
+        ]
 
     async def _replay(self, script: Script, num_prompt: int, params: SamplingParams) -> AsyncIterator[Delta]:
         k = 0
+        scores = None if params.prompt_logprobs is None else self._prompt_scores(params.prompt_logprobs)
         async for delta in super()._replay(script, num_prompt, params):
+            delta.prompt_logprobs, scores = scores, None
             if params.logprobs is not None and delta.text:
                 raw = delta.text.encode()
                 top = tuple(
@@ -621,37 +647,51 @@ EXPECTED: dict[str, str] = {
     ),
     "completions_echo_logprobs": (
         "200 application/json\n"
-        '{"id":"cmpl-ID","object":"text_completion","created":0,"model":"scripted",'
-        '"choices":[{"index":0,"text":"Say: Hi there","logprobs":{"tokens":["Hi"," there"],'
-        '"token_logprobs":[-1.1920928955078125e-07,-0.0],"top_logprobs":[{"H":-0.0,"Hi":-2.5},'
-        '{" ":-2.5," t":-13.815510557964274}],"text_offset":[5,7]},"finish_reason":"stop",'
-        '"stop_reason":null},{"index":1,"text":"Say: Yo","logprobs":{"tokens":["Yo"],'
-        '"token_logprobs":[-1.1920928955078125e-07],"top_logprobs":[{"Y":-0.0,"Yo":-2.5}],'
-        '"text_offset":[5]},"finish_reason":"stop","stop_reason":null}],"usage":{"prompt_tokens":10,'
-        '"completion_tokens":3,"total_tokens":13,"prompt_tokens_details":{"cached_tokens":6}}}'
+        '{"id":"cmpl-ID","object":"text_completion","created":0,"model":"scripted","choices":[{"index":0,'
+        '"text":"Say: Hi there","logprobs":{"tokens":["S","a","y",":"," ","Hi"," there"],'
+        '"token_logprobs":[null,-0.0,-2.5,-13.815510557964274,-3e-05,-1.1920928955078125e-07,-0.0],'
+        '"top_logprobs":[null,{"A":-1.1920928955078125e-07,"B":-0.0},{"A":-1.1920928955078125e-07,"B":-0.0},'
+        '{"A":-1.1920928955078125e-07,"B":-0.0},{"A":-1.1920928955078125e-07,"B":-0.0},{"H":-0.0,"Hi":-2.5},'
+        '{" ":-2.5," t":-13.815510557964274}],"text_offset":[0,1,2,3,4,5,7]},"finish_reason":"stop",'
+        '"stop_reason":null,"prompt_logprobs":[null,{"97":{"logprob":-0.0,"rank":1,"decoded_token":"a"},'
+        '"65":{"logprob":-1.1920928955078125e-07,"rank":1,"decoded_token":"A"},"66":{"logprob":-0.0,"rank":2,'
+        '"decoded_token":"B"}},{"121":{"logprob":-2.5,"rank":2,"decoded_token":"y"},'
+        '"65":{"logprob":-1.1920928955078125e-07,"rank":1,"decoded_token":"A"},"66":{"logprob":-0.0,"rank":2,'
+        '"decoded_token":"B"}},{"58":{"logprob":-13.815510557964274,"rank":3,"decoded_token":":"},'
+        '"65":{"logprob":-1.1920928955078125e-07,"rank":1,"decoded_token":"A"},"66":{"logprob":-0.0,"rank":2,'
+        '"decoded_token":"B"}},{"32":{"logprob":-3e-05,"rank":4,"decoded_token":" "},'
+        '"65":{"logprob":-1.1920928955078125e-07,"rank":1,"decoded_token":"A"},"66":{"logprob":-0.0,"rank":2,'
+        '"decoded_token":"B"}}]},{"index":1,"text":"Say: Yo","logprobs":{"tokens":["S","a","y",":"," ","Yo"],'
+        '"token_logprobs":[null,-0.0,-2.5,-13.815510557964274,-3e-05,-1.1920928955078125e-07],'
+        '"top_logprobs":[null,{"A":-1.1920928955078125e-07,"B":-0.0},{"A":-1.1920928955078125e-07,"B":-0.0},'
+        '{"A":-1.1920928955078125e-07,"B":-0.0},{"A":-1.1920928955078125e-07,"B":-0.0},{"Y":-0.0,"Yo":-2.5}],'
+        '"text_offset":[0,1,2,3,4,5]},"finish_reason":"stop","stop_reason":null,"prompt_logprobs":[null,'
+        '{"97":{"logprob":-0.0,"rank":1,"decoded_token":"a"},"65":{"logprob":-1.1920928955078125e-07,'
+        '"rank":1,"decoded_token":"A"},"66":{"logprob":-0.0,"rank":2,"decoded_token":"B"}},'
+        '{"121":{"logprob":-2.5,"rank":2,"decoded_token":"y"},"65":{"logprob":-1.1920928955078125e-07,'
+        '"rank":1,"decoded_token":"A"},"66":{"logprob":-0.0,"rank":2,"decoded_token":"B"}},'
+        '{"58":{"logprob":-13.815510557964274,"rank":3,"decoded_token":":"},'
+        '"65":{"logprob":-1.1920928955078125e-07,"rank":1,"decoded_token":"A"},"66":{"logprob":-0.0,"rank":2,'
+        '"decoded_token":"B"}},{"32":{"logprob":-3e-05,"rank":4,"decoded_token":" "},'
+        '"65":{"logprob":-1.1920928955078125e-07,"rank":1,"decoded_token":"A"},"66":{"logprob":-0.0,"rank":2,'
+        '"decoded_token":"B"}}]}],"usage":{"prompt_tokens":10,"completion_tokens":3,"total_tokens":13,'
+        '"prompt_tokens_details":{"cached_tokens":6}}}'
     ),
     "completions_stream": (
         "200 text/event-stream; charset=utf-8\n"
         'data: {"id": "cmpl-ID", "object": "text_completion", "created": 0, "model": "scripted", '
-        '"choices": [{"index": 0, "text": "A", "logprobs": null, "finish_reason": null}]}\n'
-        "\n"
-        'data: {"id": "cmpl-ID", "object": "text_completion", "created": 0, "model": "scripted", '
-        '"choices": [{"index": 1, "text": "B", "logprobs": null, "finish_reason": null}]}\n'
-        "\n"
-        'data: {"id": "cmpl-ID", "object": "text_completion", "created": 0, "model": "scripted", '
-        '"choices": [{"index": 0, "text": "1", "logprobs": {"tokens": ["1"], '
-        '"token_logprobs": [-1.1920928955078125e-07], "top_logprobs": [null], "text_offset": [0]}, '
+        '"choices": [{"index": 0, "text": "A1", "logprobs": {"tokens": ["A", "1"], "token_logprobs": [null, '
+        '-1.1920928955078125e-07], "top_logprobs": [null, null], "text_offset": [0, 1]}, '
         '"finish_reason": null}]}\n'
         "\n"
         'data: {"id": "cmpl-ID", "object": "text_completion", "created": 0, "model": "scripted", '
-        '"choices": [{"index": 1, "text": "3", "logprobs": {"tokens": ["3"], '
-        '"token_logprobs": [-1.1920928955078125e-07], "top_logprobs": [null], "text_offset": [0]}, '
+        '"choices": [{"index": 1, "text": "B3", "logprobs": {"tokens": ["B", "3"], "token_logprobs": [null, '
+        '-1.1920928955078125e-07], "top_logprobs": [null, null], "text_offset": [0, 1]}, '
         '"finish_reason": "stop"}]}\n'
         "\n"
         'data: {"id": "cmpl-ID", "object": "text_completion", "created": 0, "model": "scripted", '
-        '"choices": [{"index": 0, "text": "2", "logprobs": {"tokens": ["2"], '
-        '"token_logprobs": [-0.0], "top_logprobs": [null], "text_offset": [0]}, '
-        '"finish_reason": "stop"}]}\n'
+        '"choices": [{"index": 0, "text": "2", "logprobs": {"tokens": ["2"], "token_logprobs": [-0.0], '
+        '"top_logprobs": [null], "text_offset": [0]}, "finish_reason": "stop"}]}\n'
         "\n"
         'data: {"id": "cmpl-ID", "object": "text_completion", "created": 0, "model": "scripted", '
         '"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5, '

@@ -236,3 +236,33 @@ def test_killed_vllm_is_restarted_and_serves_again(served: RunningServer) -> Non
     assert served.process.poll() is None
     assert _chat(served) == answer
     _kill_group(first)  # what is left of the old child's group (its engine-core worker), if anything
+
+
+def test_prompt_logprobs_through_llmhost_are_vllms_own(served: RunningServer) -> None:
+    """vLLM returns prompt logprobs only without streaming: llmhost asks its child for them in a request of
+    their own and passes vLLM's numbers on, echoed in `logprobs` and in vLLM's `prompt_logprobs` shape."""
+    r = _client(served).completions.create(
+        model=NAME,
+        prompt="The capital of France is Paris",
+        max_tokens=0,
+        echo=True,
+        logprobs=2,
+        extra_body={"prompt_logprobs": 2, "return_token_ids": True},
+    )
+    choice = r.choices[0].model_dump()
+    ids = choice["prompt_token_ids"]
+    assert choice["text"] == "The capital of France is Paris" and choice["finish_reason"] == "length"
+    assert r.usage.completion_tokens == 0 and r.usage.prompt_tokens == len(ids)
+    direct = httpx.post(
+        f"{_child_url(served)}/v1/completions",
+        json={"model": NAME, "prompt": ids, "max_tokens": 1, "prompt_logprobs": 2, "temperature": 0},
+        timeout=120,
+    ).json()["choices"][0]["prompt_logprobs"]
+    mine = choice["prompt_logprobs"]
+    assert len(mine) == len(direct) == len(ids) and mine[0] is None and direct[0] is None
+    for position, (got, want) in enumerate(zip(mine[1:], direct[1:], strict=True), start=1):
+        assert set(got) == set(want) and str(ids[position]) in got
+        for token, entry in got.items():
+            assert entry["logprob"] == pytest.approx(want[token]["logprob"], abs=1e-6)
+            assert entry["rank"] == want[token]["rank"]
+        assert choice["logprobs"]["token_logprobs"][position] == got[str(ids[position])]["logprob"]

@@ -139,6 +139,7 @@ class LlamaCppEngine:
             bos_token=model.token_text(model.bos_token_id),
             eos_token=model.token_text(eos_id),
             supports_grammar=True,
+            supports_prompt_logprobs=True,
             max_token_bytes=model.longest_token_bytes(),
             reuses_prefixes=self._prefix_caching,
         )

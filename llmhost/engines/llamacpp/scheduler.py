@@ -18,6 +18,14 @@ by sequences that arrive together (n > 1 choices, a batch of /predict prompts, e
 rubric) is computed once: the first one computes it, the others wait for it and copy its cells. A slot's
 cells that are about to be dropped are saved to host RAM first (host_cache.py), and a prompt that matches
 a saved state better than any slot has it restored instead of computed.
+
+A sequence that asks for its prompt's log-probabilities (`prompt_logprobs`, or an echoed prompt's
+`logprobs`) computes its whole prompt, as vLLM does: cached cells hold no logits. Its prompt chunks ask
+llama.cpp for the logits of every position (at most `PROMPT_LOGITS_PER_STEP` a step: llama.cpp keeps
+an output buffer of vocabulary x outputs floats), each scored against the next prompt token, and the
+scores ride on its first delta. Outputs never outnumber the batch's tokens, which the context's
+`n_batch` (= the batch capacity) bounds, so llama.cpp's `n_outputs_max` (= n_batch) always holds them.
+With `max_tokens` 0 nothing is sampled: the sequence ends after its prompt (finish "length").
 """
 
 from __future__ import annotations
@@ -27,7 +35,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from llmhost.engines.threaded import GenerationState, Outputs, SchedulerThread, token_delta
+from llmhost.engines.prompt_logprobs import score_rows
+from llmhost.engines.threaded import GenerationState, Outputs, SchedulerThread, prompt_only_delta, token_delta
 from llmhost.errors import EngineError
 from llmhost.types import Delta, TokenLogprob
 
@@ -46,6 +55,9 @@ MIN_FOLLOW_GAIN = 16
 MIN_SAVED_TOKENS = 64
 # A saved state is restored only when it gives a prompt at least this many more tokens than the slots do.
 MIN_RESTORE_GAIN = 32
+# Prompt positions whose logits one step asks for, for a sequence that scores its prompt: bounds
+# llama.cpp's host buffer of logits (vocabulary x outputs floats; 155 MB for Qwen's 152k at 256).
+PROMPT_LOGITS_PER_STEP = 256
 
 
 @dataclass(eq=False)
@@ -58,6 +70,13 @@ class Sequence(GenerationState):
     # computes nothing until that prefix is in the cache, then copies it.
     leader: Sequence | None = None
     follow_len: int = 0
+    # With `params.prompt_logprobs`: the scores of the prompt positions computed so far (the first
+    # token's is None), handed to the first delta.
+    prompt_scores: list[TokenLogprob | None] | None = None
+
+    @property
+    def scores_prompt(self) -> bool:
+        return self.params.prompt_logprobs is not None
 
     @property
     def num_cached(self) -> int:
@@ -108,6 +127,7 @@ class Scheduler(SchedulerThread):
         batch = self._ctx.batch
         batch.clear()
         sample_at: list[tuple[Sequence, int]] = []
+        score_at: list[tuple[Sequence, int, int, int]] = []  # (seq, first position, end, its batch index)
         num_in_batch = 0
         for seq in self._running:  # decode first: one token each
             if seq.is_prefilled and batch.room > 0:
@@ -121,9 +141,13 @@ class Scheduler(SchedulerThread):
             assert seq.slot is not None
             num_in_batch += 1
             start = seq.num_cached
-            end = min(len(seq.prompt), start + batch.room)
+            room = min(batch.room, PROMPT_LOGITS_PER_STEP) if seq.scores_prompt else batch.room
+            end = min(len(seq.prompt), start + room)
+            if seq.scores_prompt:
+                score_at.append((seq, start, end, batch.n_tokens))
             for pos in range(start, end):
-                index = batch.add(seq.prompt[pos], pos, seq.slot.index, pos == len(seq.prompt) - 1)
+                wants_logits = seq.scores_prompt or pos == len(seq.prompt) - 1
+                index = batch.add(seq.prompt[pos], pos, seq.slot.index, wants_logits)
             seq.slot.tokens.extend(seq.prompt[start:end])
             if seq.is_prefilled:
                 sample_at.append((seq, index))
@@ -134,6 +158,8 @@ class Scheduler(SchedulerThread):
         self.last_step_num_seqs = num_in_batch
         if rc != 0:
             raise EngineError(f"llama_decode returned {rc}")
+        for seq, start, end, first_index in score_at:
+            self._score_prompt(seq, start, end, first_index)
         for seq, index in sample_at:
             delta = self._sample(seq, index)
             outputs.append((seq, delta))
@@ -143,12 +169,26 @@ class Scheduler(SchedulerThread):
             self._on_outputs(outputs)
 
     def _sample(self, seq: Sequence, index: int) -> Delta:
+        prompt_scores, seq.prompt_scores = seq.prompt_scores, None  # the first delta carries them
+        if seq.max_tokens == 0:  # the prompt only: nothing is sampled
+            return prompt_only_delta(seq, prompt_scores)
         assert seq.sampler is not None
         token = seq.sampler.sample(self._ctx, index)
         logprobs: list[TokenLogprob] | None = None
         if seq.params.logprobs is not None:
             logprobs = [token_logprob(self._model, self._ctx.logits(index), token, seq.params.logprobs)]
-        return token_delta(seq, token, self._model.piece(token), self._eog, logprobs)
+        delta = token_delta(seq, token, self._model.piece(token), self._eog, logprobs)
+        delta.prompt_logprobs = prompt_scores
+        return delta
+
+    def _score_prompt(self, seq: Sequence, start: int, end: int, first_index: int) -> None:
+        """Score the prompt tokens at positions start + 1 … end (the last one's logits are the first
+        sampled token's) with the logits of the positions before them."""
+        num_top, scores = seq.params.prompt_logprobs, seq.prompt_scores
+        assert num_top is not None and scores is not None
+        last = min(end, len(seq.prompt) - 1)  # positions with a next prompt token to score
+        rows = [self._ctx.logits(first_index + pos - start) for pos in range(start, last)]
+        scores.extend(score_rows(rows, seq.prompt[start + 1 : last + 1], num_top, self._model.piece))
 
     # -- admission and prefix reuse --------------------------------------------------------------
     def _admit(self) -> None:
@@ -157,8 +197,10 @@ class Scheduler(SchedulerThread):
                 seq = self._waiting.popleft()
             if seq.is_aborted:
                 continue
-            source, match = self._slots.best_source(seq.prompt)
-            saved, saved_match = self.host_cache.best(seq.prompt) if self.host_cache else (None, 0)
+            # A sequence that scores its prompt computes all of it: reused cells hold no logits.
+            reuses = not seq.scores_prompt
+            source, match = self._slots.best_source(seq.prompt) if reuses else (None, 0)
+            saved, saved_match = self.host_cache.best(seq.prompt) if self.host_cache and reuses else (None, 0)
             if saved is not None and saved_match >= match + MIN_RESTORE_GAIN:
                 slot = self._slots.take(None, 0)
                 assert slot is not None  # num_free > 0
@@ -172,7 +214,9 @@ class Scheduler(SchedulerThread):
                 self._load_prefix(slot, source, match)
             seq.slot = slot
             self.num_prefix_queries += len(seq.prompt)
-            leader, shared = self._prefilling_leader(seq.prompt)
+            if seq.scores_prompt:
+                seq.prompt_scores = [None]  # nothing precedes the first token
+            leader, shared = self._prefilling_leader(seq.prompt) if reuses else (None, 0)
             if leader is not None and shared >= match + MIN_FOLLOW_GAIN:
                 seq.leader, seq.follow_len = leader, shared
             else:

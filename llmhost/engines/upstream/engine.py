@@ -29,12 +29,20 @@ from llmhost.errors import (
     QueueFull,
 )
 from llmhost.models.source import ModelSource
-from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
+from llmhost.types import Delta, EngineInfo, EngineStats, FinishReason, SamplingParams, Usage
 
 from .backends import AttachedBackend, Backend
 from .router import Router
 from .tokenizer import LocalTokenizer, load_tokenizer
-from .wire import DIALECTS, completion_body, finish_reason, parse_logprobs, parse_usage
+from .wire import (
+    DIALECTS,
+    completion_body,
+    finish_reason,
+    parse_logprobs,
+    parse_prompt_logprobs,
+    parse_usage,
+    scoring_body,
+)
 
 log = logging.getLogger("llmhost.upstream")
 
@@ -162,6 +170,7 @@ class UpstreamEngine:
             bos_token=vocab.bos_token,
             eos_token=vocab.eos_token,
             supports_grammar=self._dialect.grammar is not None,
+            supports_prompt_logprobs=self._dialect.has_prompt_logprobs,
         )
 
     async def close(self) -> None:
@@ -225,8 +234,47 @@ class UpstreamEngine:
         tok = self._require_tokenizer()
         wire_prompt: str | list[int] = prompt if self._prompt_as_tokens else tok.prompt_text(prompt)
         model = self._upstream_model or self._model_name
-        body = completion_body(model, wire_prompt, params, params.max_tokens or room, self._dialect)
+        max_tokens = room if params.max_tokens is None else params.max_tokens
+        body = completion_body(model, wire_prompt, params, max_tokens, self._dialect)
+        if params.prompt_logprobs is not None:
+            if not self._dialect.has_prompt_logprobs:  # the pipeline refuses it first (EngineInfo)
+                raise InvalidRequest("this engine cannot return 'prompt_logprobs'", param="prompt_logprobs")
+            return self._score(backend, scoring_body(body, params.prompt_logprobs), prompt, params)
         return self._stream(backend, body, len(prompt), params)
+
+    async def _score(
+        self, backend: Backend, body: dict[str, Any], prompt: list[int], params: SamplingParams
+    ) -> AsyncIterator[Delta]:
+        """One non-streamed request that also returns the prompt's log-probabilities (vLLM streams no
+        `prompt_logprobs`): the whole answer comes back as one delta, the scores on it."""
+        client, url = self._client, backend.base_url
+        if client is None or url is None:
+            raise ModelNotLoaded(backend.down_reason or "the engine is not running")
+        backend.in_flight += 1
+        try:
+            resp = await client.post(url + "/v1/completions", json=body)
+            if resp.status_code != 200:
+                raise _http_error(resp)
+            answer = resp.json()
+            choice = (answer.get("choices") or [None])[0]
+            if not isinstance(choice, dict):
+                raise EngineError(f"{backend.label} answered without a choice")
+        except httpx.TransportError as exc:
+            reason = backend.down_reason or f"{type(exc).__name__}: {exc}"
+            raise ModelNotLoaded(f"{backend.label} went away during the request ({reason})") from None
+        except ValueError as exc:
+            raise EngineError(f"{backend.label} sent an unreadable answer: {exc}") from None
+        finally:
+            backend.in_flight -= 1
+        scores = parse_prompt_logprobs(choice.get("prompt_logprobs"), prompt, params.prompt_logprobs or 0)
+        if params.max_tokens == 0:  # the server generated one token it had to; the caller wanted none
+            delta = Delta(finish_reason=FinishReason.LENGTH, usage=Usage(len(prompt), 0))
+        else:
+            delta = self._delta(choice, params)
+            delta.finish_reason = delta.finish_reason or FinishReason.STOP
+            delta.usage = parse_usage(len(prompt), answer.get("usage"), len(delta.token_ids))
+        delta.prompt_logprobs = scores
+        yield delta
 
     async def _stream(
         self, backend: Backend, body: dict[str, Any], num_prompt: int, params: SamplingParams

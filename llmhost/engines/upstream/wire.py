@@ -23,6 +23,8 @@ class Dialect:
     min_logprobs: int = 0  # the least `logprobs` that returns the sampled token's own
     has_logit_bias: bool = True  # OpenAI's `logit_bias` object ({"token id": bias})
     has_min_tokens: bool = True  # vLLM's `min_tokens`
+    # vLLM's `prompt_logprobs` (non-streamed answers only: vLLM refuses it with `stream`).
+    has_prompt_logprobs: bool = False
 
 
 DIALECTS: dict[str, Dialect] = {
@@ -32,6 +34,7 @@ DIALECTS: dict[str, Dialect] = {
         ("repetition_penalty",),
         lambda g: {"structured_outputs": {"grammar": g}},
         (("return_token_ids", True),),
+        has_prompt_logprobs=True,
     ),
     "sglang": Dialect(-1, ("repetition_penalty",), lambda g: {"ebnf": g}),
     # LMDeploy's /v1/completions has neither `logit_bias` nor a minimum length.
@@ -49,6 +52,7 @@ DIALECTS: dict[str, Dialect] = {
         ("repetition_penalty", "repeat_penalty"),
         lambda g: {"grammar": g, "structured_outputs": {"grammar": g}, "guided_grammar": g},
         (("add_special_tokens", False),),
+        has_prompt_logprobs=True,  # an answer without them is refused (parse_prompt_logprobs)
     ),
 }
 
@@ -105,6 +109,53 @@ def completion_body(
         # legacy completions: the sampled token plus the k most likely
         body["logprobs"] = max(params.logprobs, dialect.min_logprobs)
     return body
+
+
+def scoring_body(body: dict[str, Any], num_top: int) -> dict[str, Any]:
+    """A `completion_body` that also asks for the prompt's log-probabilities: not streamed (vLLM
+    refuses `prompt_logprobs` with `stream`), and at least one token (vLLM refuses `max_tokens` 0
+    without `echo`; a caller that wanted none drops it)."""
+    scored = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+    scored.update(stream=False, prompt_logprobs=num_top, max_tokens=max(1, body["max_tokens"]))
+    return scored
+
+
+def parse_prompt_logprobs(raw: object, prompt: Sequence[int], num_top: int) -> list[TokenLogprob | None]:
+    """vLLM's `prompt_logprobs` (per position null or {token id: {logprob, rank, decoded_token}}, the
+    prompt's own token among them) to llmhost's type; InvalidRequest when the server sent none (it does
+    not know the field) or not one entry per prompt token."""
+    if not isinstance(raw, list) or len(raw) != len(prompt):
+        raise InvalidRequest(
+            "the engine server did not return the prompt's log-probabilities ('prompt_logprobs')",
+            param="prompt_logprobs",
+        )
+    out: list[TokenLogprob | None] = [None]
+    for token, entry in zip(prompt[1:], raw[1:], strict=True):
+        ranked = (
+            {int(k): v for k, v in entry.items() if isinstance(v, dict)} if isinstance(entry, dict) else {}
+        )
+        own = ranked.get(token)
+        if own is None:
+            raise InvalidRequest(
+                "the engine server's 'prompt_logprobs' miss a prompt token", param="prompt_logprobs"
+            )
+        rivals = sorted(ranked.items(), key=lambda kv: kv[1].get("logprob", float("-inf")), reverse=True)
+        top = tuple(TopLogprob(t, _decoded(v), float(v.get("logprob", 0.0))) for t, v in rivals[:num_top])
+        rank = own.get("rank")
+        out.append(
+            TokenLogprob(
+                token,
+                _decoded(own),
+                float(own.get("logprob", 0.0)),
+                top,
+                rank=rank if isinstance(rank, int) else None,
+            )
+        )
+    return out
+
+
+def _decoded(entry: dict[str, Any]) -> bytes:
+    return _bytes(str(entry.get("decoded_token") or ""))
 
 
 def _require(is_supported: bool, field: str) -> None:

@@ -20,10 +20,11 @@ from llmhost.pipeline import ChatInput, Generation, GenerationRequest
 from llmhost.server.deps import StateDep
 from llmhost.server.item_limit import ItemLimitRoute
 from llmhost.server.sse import sse_response
+from llmhost.types import TokenLogprob
 
 from . import code_loop
 from .encode import ChunkEncoder, finish_reason
-from .logprobs import chat_logprobs
+from .logprobs import chat_logprobs, prompt_logprobs_wire
 from .responses import (
     ERRORS,
     STREAM_END,
@@ -69,15 +70,19 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep, request
         images=body.image_parts(),
     )
     if code_loop.is_requested(body, state):  # --code-tools: generate, run code, feed it back (own module)
-        if body.return_token_ids:
-            raise InvalidRequest(
-                "'return_token_ids' is not supported with the code loop yet", param="return_token_ids"
-            )
+        for field in ("return_token_ids", "prompt_logprobs"):  # a transcript is many prompts and answers
+            if getattr(body, field) not in (None, False):
+                raise InvalidRequest(f"'{field}' is not supported with the code loop yet", param=field)
         return await code_loop.chat_completion(body, state, request, model_name, chat)
     supports_grammar = state.generation.info().supports_grammar
     sampling = [
         tool_plan.sampling(
-            body.sampling(max_tokens=body.requested_max_tokens, logprobs=body.requested_logprobs, choice=i),
+            body.sampling(
+                max_tokens=body.requested_max_tokens,
+                logprobs=body.requested_logprobs,
+                choice=i,
+                prompt_logprobs=body.prompt_logprobs if i == 0 else None,  # one prompt: scored once
+            ),
             supports_grammar=supports_grammar,
         )
         for i in range(body.n)
@@ -101,7 +106,15 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep, request
         if tool_plan.is_parsing:
             tool_streams = [ToolStream(tool_plan, prompt.opens_thinking) for _ in sampling]
         return sse_response(
-            _stream_chunks(generation, created, model_name, body.include_usage, splitters, tool_streams),
+            _stream_chunks(
+                generation,
+                created,
+                model_name,
+                body.include_usage,
+                splitters,
+                tool_streams,
+                with_token_ids=body.return_token_ids,
+            ),
             done="[DONE]",
             shutdown_grace_s=state.settings.shutdown_grace,
         )
@@ -130,8 +143,20 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep, request
             for i, r in enumerate(results)
         ],
         usage=CompletionUsage.from_totals(generation.usage(prompt_per_sequence=False)),
-        **({"prompt_token_ids": prompt.token_ids} if body.return_token_ids else {}),
+        **_prompt_fields(body, prompt.token_ids, results[0].prompt_logprobs),
     )
+
+
+def _prompt_fields(
+    body: ChatCompletionRequest, token_ids: list[int], scores: list[TokenLogprob | None] | None
+) -> dict[str, Any]:
+    """vLLM's top-level extensions: the prompt's token ids and log-probabilities, where asked."""
+    fields: dict[str, Any] = {}
+    if body.prompt_logprobs is not None and scores is not None:
+        fields["prompt_logprobs"] = prompt_logprobs_wire(scores)
+    if body.return_token_ids:
+        fields["prompt_token_ids"] = token_ids
+    return fields
 
 
 def _message(text: str, parser: ReasoningParserName | None, prompt_opened: bool) -> ChatCompletionMessage:
@@ -165,14 +190,19 @@ async def _stream_chunks(
     include_usage: bool,
     splitters: list[ReasoningSplitter] | None = None,
     tool_streams: list[ToolStream] | None = None,
+    *,
+    with_token_ids: bool = False,
 ) -> AsyncIterator[str]:
+    """Chunks of every choice. With `with_token_ids` (`return_token_ids`), as vLLM: each role chunk has
+    the prompt's `prompt_token_ids` and each later chunk its delta's `token_ids`; a delta whose text is
+    held back (half a tag, a possible stop string) still sends its ids, in an empty delta."""
     chunk = ChunkEncoder(
         ChatCompletionChunk, generation.request_id, "chat.completion.chunk", created, model_name
     )
-
+    prompt_ids = {"prompt_token_ids": generation.prompt.token_ids} if with_token_ids else {}
     for i in range(len(generation.streams)):  # the first delta of each choice carries the role
         role = ChatCompletionDelta(role="assistant", content="")
-        yield chunk([ChatChunkChoice(index=i, delta=role, logprobs=None, finish_reason=None)])
+        yield chunk([ChatChunkChoice(index=i, delta=role, logprobs=None, finish_reason=None)], **prompt_ids)
     async for index, delta in generation.deltas():
         splitter = splitters[index] if splitters is not None else None
         is_last = delta.finish_reason is not None
@@ -183,13 +213,16 @@ async def _stream_chunks(
             messages = tools.messages(reasoning, content, is_last)
         else:
             messages = [ChatCompletionDelta.of_text(reasoning, content)]
-        if all(m.is_empty for m in messages) and not is_last and delta.logprobs is None:
+        has_ids = with_token_ids and bool(delta.token_ids)
+        if all(m.is_empty for m in messages) and not is_last and delta.logprobs is None and not has_ids:
             continue  # nothing to say yet (a splitter may hold back half a tag)
         messages = messages or [ChatCompletionDelta()]
         for j, message in enumerate(messages):
             is_final = is_last and j == len(messages) - 1
             reason = finish_reason(delta.finish_reason) if is_final else None
-            final = {"stop_reason": delta.stop_reason} if is_final else {}
+            final: dict[str, Any] = {"stop_reason": delta.stop_reason} if is_final else {}
+            if with_token_ids:  # the delta's ids go with its first message
+                final["token_ids"] = delta.token_ids if j == 0 else []
             choice = ChatChunkChoice(
                 index=index,
                 delta=message,

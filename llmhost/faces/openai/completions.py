@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import Request
@@ -15,15 +15,17 @@ from llmhost.pipeline import Generation, GenerationRequest, TextInput, TokenInpu
 from llmhost.server.deps import StateDep
 from llmhost.server.item_limit import ItemLimitRoute
 from llmhost.server.sse import sse_response
+from llmhost.types import TokenLogprob
 
 from .encode import ChunkEncoder, finish_reason
-from .logprobs import completion_logprobs
+from .logprobs import completion_logprobs, prompt_logprobs_wire
 from .responses import (
     ERRORS,
     STREAM_END,
     CompletionChoice,
     CompletionChunk,
     CompletionChunkChoice,
+    CompletionLogprobs,
     CompletionResponse,
     CompletionUsage,
     ErrorResponse,
@@ -70,8 +72,17 @@ async def completions(body: CompletionRequest, state: StateDep, request: Request
         raise InvalidRequest("too many prompts x n in one request", param="n")
     if body.n > state.settings.max_n:
         raise InvalidRequest(f"'n' must be at most {state.settings.max_n}", param="n")
+    scored = body.requested_prompt_logprobs
+    # A prompt is scored once, by its first choice (the others read those scores and may reuse its
+    # cached prefix); streamed, every choice scores its own, as its first chunk cannot wait for another's.
     sampling = [
-        body.sampling(max_tokens=body.max_tokens, logprobs=body.logprobs, choice=j) for j in range(body.n)
+        body.sampling(
+            max_tokens=body.max_tokens,
+            logprobs=body.logprobs,
+            choice=j,
+            prompt_logprobs=scored if j == 0 or body.stream else None,
+        )
+        for j in range(body.n)
     ]
     generation = await state.generation.start(
         GenerationRequest(
@@ -81,33 +92,41 @@ async def completions(body: CompletionRequest, state: StateDep, request: Request
             request_id=f"cmpl-{uuid.uuid4().hex}",
         )
     )
-    echoes = [p.text for p in generation.prompts] if body.echo else None
+    echo = _Echo(generation, state.generation.engine.detokenize) if body.echo else None
     created = int(time.time())
     if body.stream:
         return sse_response(
-            _stream_chunks(generation, created, model_name, body, echoes),
+            _stream_chunks(generation, created, model_name, body, echo),
             done="[DONE]",
             shutdown_grace_s=state.settings.shutdown_grace,
         )
     results = await generation.collect(until_disconnected=request.receive)
     choices = []
     for index, r in enumerate(results):
-        prefix = echoes[index // body.n] if echoes else ""
+        prompt_index = index // body.n
+        scores = results[prompt_index * body.n].prompt_logprobs  # the prompt's first choice scored it
+        prefix = echo.text(prompt_index) if echo is not None else ""
+        logprobs = None
+        if body.logprobs is not None:
+            logprobs = (
+                echo.logprobs(prompt_index, scores, r.logprobs)
+                if echo is not None
+                else completion_logprobs(r.logprobs)
+            )
+        extra: dict[str, Any] = {}
+        if body.return_token_ids:
+            extra["prompt_token_ids"] = generation.prompts[prompt_index].token_ids
+            extra["token_ids"] = r.token_ids
+        if scored is not None and scores is not None:
+            extra["prompt_logprobs"] = prompt_logprobs_wire(scores)
         choices.append(
             CompletionChoice(
                 index=index,
                 text=prefix + r.text,
-                logprobs=completion_logprobs(r.logprobs, len(prefix)),
+                logprobs=logprobs,
                 finish_reason=finish_reason(r.finish_reason),
                 stop_reason=r.stop_reason,
-                **(
-                    {
-                        "prompt_token_ids": generation.prompts[index // body.n].token_ids,
-                        "token_ids": r.token_ids,
-                    }
-                    if body.return_token_ids
-                    else {}
-                ),
+                **extra,
             )
         )
     return CompletionResponse(
@@ -120,27 +139,79 @@ async def completions(body: CompletionRequest, state: StateDep, request: Request
     )
 
 
+class _Echo:
+    """The echoed prompts of one request: their text and, with logprobs, their tokens' scores."""
+
+    def __init__(self, generation: Generation, detokenize: Callable[[list[int]], str]) -> None:
+        self._texts = [p.text for p in generation.prompts]
+        # The first token has no logprob; its text comes from the tokenizer, not from a score.
+        self._first_tokens = [detokenize(p.token_ids[:1]) for p in generation.prompts]
+
+    def text(self, prompt_index: int) -> str:
+        return self._texts[prompt_index]
+
+    def logprobs(
+        self,
+        prompt_index: int,
+        scores: list[TokenLogprob | None] | None,
+        generated: list[TokenLogprob] | None,
+    ) -> CompletionLogprobs | None:
+        """The prompt's tokens then the generated ones, as OpenAI's legacy `logprobs` with `echo`."""
+        return completion_logprobs(generated, prompt=scores, first_token=self._first_tokens[prompt_index])
+
+
 async def _stream_chunks(
     generation: Generation,
     created: int,
     model_name: str,
     body: CompletionRequest,
-    echoes: list[str] | None,
+    echo: _Echo | None,
 ) -> AsyncIterator[str]:
+    """Each choice's deltas as chunks. An echoed prompt goes first, in a chunk of its own, at once;
+    with `logprobs` it needs its scores, so it rides on the choice's first delta instead (as vLLM
+    sends it). With `return_token_ids`, each choice's first chunk has `prompt_token_ids` and every
+    chunk its `token_ids`."""
     chunk = ChunkEncoder(CompletionChunk, generation.request_id, "text_completion", created, model_name)
+    num_choices = len(generation.streams)
+    is_pending = [body.return_token_ids] * num_choices  # prompt_token_ids not sent yet
+    echo_waits = body.echo and body.logprobs is not None
 
-    if echoes:
-        for index in range(len(generation.streams)):
-            echo = echoes[index // body.n]
-            yield chunk([CompletionChunkChoice(index=index, text=echo, logprobs=None, finish_reason=None)])
+    def ids(index: int, token_ids: list[int]) -> dict[str, Any]:
+        if not body.return_token_ids:
+            return {}
+        fields: dict[str, Any] = {"token_ids": token_ids}
+        if is_pending[index]:
+            fields["prompt_token_ids"] = generation.prompts[index // body.n].token_ids
+            is_pending[index] = False
+        return fields
+
+    if echo is not None and not echo_waits:
+        for index in range(num_choices):
+            text = echo.text(index // body.n)
+            yield chunk(
+                [
+                    CompletionChunkChoice(
+                        index=index, text=text, logprobs=None, finish_reason=None, **ids(index, [])
+                    )
+                ]
+            )
+    is_echoed = [not echo_waits] * num_choices
     async for index, delta in generation.deltas():
-        if not delta.text and delta.finish_reason is None and delta.logprobs is None:
-            continue
+        text, logprobs = delta.text, completion_logprobs(delta.logprobs)
+        if not is_echoed[index]:
+            assert echo is not None
+            is_echoed[index] = True
+            text = echo.text(index // body.n) + text
+            logprobs = echo.logprobs(index // body.n, delta.prompt_logprobs, delta.logprobs)
+        elif not text and delta.finish_reason is None and delta.logprobs is None:
+            if not (body.return_token_ids and delta.token_ids):
+                continue
         choice = CompletionChunkChoice(
             index=index,
-            text=delta.text,
-            logprobs=completion_logprobs(delta.logprobs),
+            text=text,
+            logprobs=logprobs,
             finish_reason=finish_reason(delta.finish_reason),
+            **ids(index, delta.token_ids),
         )
         yield chunk([choice])
     if body.include_usage:

@@ -32,8 +32,11 @@ class ChunkEncoder:
         self,
         choices: list[ChatChunkChoice] | list[CompletionChunkChoice],
         usage: CompletionUsage | None = None,
+        **extensions: Any,
     ) -> str:
+        """One chunk; `extensions` are top-level fields of some chunks only (`prompt_token_ids`)."""
         extra = {} if usage is None else {"usage": usage}  # only the last chunk has `usage`
+        extra.update(extensions)
         chunk = self.chunk(
             id=self.request_id,
             object=self.object,

@@ -75,9 +75,24 @@ class ChatLogprobs(ResponseModel):
 
 class CompletionLogprobs(ResponseModel):
     tokens: list[str]
-    token_logprobs: list[float]
+    token_logprobs: list[float | None] = Field(
+        description="With `echo`, the prompt's first token has null: nothing precedes it."
+    )
     top_logprobs: list[dict[str, float] | None]
     text_offset: list[int]
+
+
+class PromptLogprob(ResponseModel):
+    """vLLM's `Logprob`: one token's log-probability at a prompt position."""
+
+    logprob: float
+    rank: int | None = Field(description="1 for the most likely token at the position.")
+    decoded_token: str | None
+
+
+# `prompt_logprobs`: per prompt token, null for the first, else {token id: PromptLogprob} holding the
+# prompt's own token and the k most likely (vLLM's shape).
+PromptLogprobs = list[dict[str, PromptLogprob] | None]
 
 
 class Envelope(ResponseModel):
@@ -124,6 +139,7 @@ class ChatCompletionResponse(Envelope):
     object: Literal["chat.completion"]
     choices: list[ChatCompletionChoice]
     usage: CompletionUsage
+    prompt_logprobs: PromptLogprobs | None = Field(None, description="With `prompt_logprobs` (vLLM's).")
     prompt_token_ids: list[int] | None = Field(None, description="With `return_token_ids`: the prompt's ids.")
 
 
@@ -189,6 +205,7 @@ class ChatChunkChoice(ResponseModel):
     )
     finish_reason: FinishReason | None
     stop_reason: StopReason = Field(None, description="Sent with the choice's last delta.")
+    token_ids: list[int] | None = Field(None, description="With `return_token_ids`: this delta's ids.")
 
 
 class ChatCompletionChunk(Envelope):
@@ -196,6 +213,9 @@ class ChatCompletionChunk(Envelope):
     choices: list[ChatChunkChoice] = Field(description="Empty in the usage chunk.")
     usage: CompletionUsage | None = Field(
         None, description="Only in the last chunk, with `stream_options.include_usage`."
+    )
+    prompt_token_ids: list[int] | None = Field(
+        None, description="With `return_token_ids`: in each choice's first (role) chunk."
     )
 
 
@@ -217,6 +237,9 @@ class CompletionChoice(ResponseModel):
     stop_reason: StopReason
     prompt_token_ids: list[int] | None = Field(None, description="With `return_token_ids`: the prompt's ids.")
     token_ids: list[int] | None = Field(None, description="With `return_token_ids`: the generated ids.")
+    prompt_logprobs: PromptLogprobs | None = Field(
+        None, description="With `prompt_logprobs`, or `echo` with `logprobs` (vLLM's)."
+    )
 
 
 class CompletionResponse(Envelope):
@@ -230,6 +253,10 @@ class CompletionChunkChoice(ResponseModel):
     text: str
     logprobs: CompletionLogprobs | None
     finish_reason: FinishReason | None
+    prompt_token_ids: list[int] | None = Field(
+        None, description="With `return_token_ids`: in each choice's first chunk."
+    )
+    token_ids: list[int] | None = Field(None, description="With `return_token_ids`: this chunk's ids.")
 
 
 class CompletionChunk(Envelope):

@@ -14,7 +14,7 @@ from llmhost.conversation.prompt_templates import messages_for_request
 from llmhost.conversation.structured import grammar_for_response_format
 from llmhost.errors import InvalidRequest
 from llmhost.media import ImagePart, image_error
-from llmhost.types import SamplingParams
+from llmhost.types import MAX_TOP_LOGPROBS, SamplingParams
 
 from .tool_calls import check_tools
 
@@ -110,7 +110,7 @@ class ResponseFormat(_Request):
 # `service_tier`, `metadata`) are ignored, as vLLM ignores them.
 UNSUPPORTED_FIELDS = frozenset(
     {
-        "prompt_logprobs", "best_of", "use_beam_search", "length_penalty",
+        "best_of", "use_beam_search", "length_penalty",
         "guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs",
         "allowed_token_ids", "bad_words", "truncate_prompt_tokens", "logits_processors",
         "return_tokens_as_token_ids", "prompt_embeds", "typical_p", "tfs_z", "mirostat", "mirostat_tau",
@@ -123,7 +123,6 @@ _HARMLESS: dict[str, tuple[Any, ...]] = {
     "skip_special_tokens": (True,),
     "spaces_between_special_tokens": (True,),
     "best_of": (1,),
-    "prompt_logprobs": (0,),
 }
 
 
@@ -162,6 +161,8 @@ class _SamplingFields(_Request):
     user: StrictStr | None = None
     # vLLM's: the prompt's and each choice's token ids in the answer (RL trainers keep the exact tokens).
     return_token_ids: StrictBool = False
+    # vLLM's: each prompt token's log-probability and the k most likely tokens at its position.
+    prompt_logprobs: StrictInt | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     # OpenAI's: token id (as a string key) → value added to its logit, -100 (never) to 100 (always).
     logit_bias: dict[StrictStr, Number] | None = None
     # vLLM's: end-of-generation and stop_token_ids are not sampled before this many tokens.
@@ -169,9 +170,9 @@ class _SamplingFields(_Request):
 
     def check_unsupported_fields(self) -> None:
         _refuse_unsupported(self.model_extra, set(type(self).model_fields))
-        if self.return_token_ids and self.stream:
+        if self.prompt_logprobs is not None and self.stream:  # as vLLM
             raise InvalidRequest(
-                "'return_token_ids' is supported without 'stream' only, for now", param="return_token_ids"
+                "'prompt_logprobs' are not available when 'stream' is true", param="prompt_logprobs"
             )
 
     def stop_list(self) -> tuple[str, ...]:
@@ -181,7 +182,9 @@ class _SamplingFields(_Request):
 
     _grammar: str | None = PrivateAttr(None)  # from response_format, set by check_supported
 
-    def sampling(self, *, max_tokens: int | None, logprobs: int | None, choice: int) -> SamplingParams:
+    def sampling(
+        self, *, max_tokens: int | None, logprobs: int | None, choice: int, prompt_logprobs: int | None = None
+    ) -> SamplingParams:
         seed = None if self.seed is None else self.seed + choice  # n choices must differ, yet repeat
         return SamplingParams(
             max_tokens=max_tokens,
@@ -196,6 +199,7 @@ class _SamplingFields(_Request):
             frequency_penalty=self.frequency_penalty or 0.0,
             repetition_penalty=self.repetition_penalty or 1.0,
             logprobs=logprobs,
+            prompt_logprobs=prompt_logprobs,
             ignore_eos=self.ignore_eos,
             include_stop_str_in_output=self.include_stop_str_in_output,
             grammar=self._grammar,
@@ -279,7 +283,8 @@ class ChatCompletionRequest(_SamplingFields):
 
 class CompletionRequest(_SamplingFields):
     prompt: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
-    max_tokens: StrictInt | None = Field(16, ge=1)  # OpenAI's default for completions
+    # OpenAI's default for completions; 0 (with `echo` or `prompt_logprobs`): score the prompt only.
+    max_tokens: StrictInt | None = Field(16, ge=0)
     logprobs: StrictInt | None = Field(None, ge=0, le=20)
     echo: StrictBool = False
     suffix: StrictStr | None = None
@@ -298,3 +303,15 @@ class CompletionRequest(_SamplingFields):
         self.check_unsupported_fields()
         if self.suffix:
             raise InvalidRequest("'suffix' is not supported", param="suffix")
+        if self.max_tokens == 0 and not self.echo and self.prompt_logprobs is None:
+            raise InvalidRequest(
+                "'max_tokens' must be at least 1, or 0 with 'echo' or 'prompt_logprobs' (the prompt only)",
+                param="max_tokens",
+            )
+
+    @property
+    def requested_prompt_logprobs(self) -> int | None:
+        """vLLM's rule: an echoed prompt's `logprobs` are its prompt logprobs."""
+        if self.prompt_logprobs is not None:
+            return self.prompt_logprobs
+        return self.logprobs if self.echo else None
