@@ -9,6 +9,11 @@ batch rides continuous batching instead of one HTTP round trip per completion (t
 The judge sees the question and the thinking only, with the seed's system prompt, temperature 0.1 and
 10 tokens (both can be changed per request). Errors are OpenAI-shaped: a bad body or a judge prompt
 that does not fit the context is a 400 naming the item, before any generation starts.
+
+`"scoring": "probability"` judges by probabilities instead, in one step: one token, greedy, with its 20
+most likely rivals (and, where the engine takes grammars, that token held to a letter A–H); each
+letter's share of the probability the letters hold (`letter_probs`) is read from them, and the reward is
+the policy letter's share, a soft reward in [0, 1]; `judge_letters` are the most likely letters.
 """
 
 from __future__ import annotations
@@ -25,9 +30,13 @@ from llmhost.rewards.letters import (
     JUDGE_MAX_TOKENS,
     JUDGE_SYSTEM_PROMPT,
     JUDGE_TEMPERATURE,
+    JUDGE_TOP_LOGPROBS,
+    OPTION_LETTER_GRAMMAR,
     extract_option_letter,
+    first_token,
     judge_answer,
     judge_messages,
+    letter_probabilities,
     plan_item,
 )
 from llmhost.server.deps import StateDep
@@ -61,6 +70,9 @@ class ConsistencyRequest(_Request):
     max_tokens: StrictInt = Field(JUDGE_MAX_TOKENS, ge=1, le=256)
     system_prompt: StrictStr = JUDGE_SYSTEM_PROMPT
     seed: StrictInt | None = None
+    # "letter": the judge writes a letter (seed 000's way); "probability": its letters' probabilities,
+    # one token each (`temperature` and `max_tokens` do not apply).
+    scoring: Literal["letter", "probability"] = "letter"
 
 
 class ConsistencyResponse(ResponseModel):
@@ -68,13 +80,21 @@ class ConsistencyResponse(ResponseModel):
 
     object: Literal["rewards.consistency"]
     model: str
-    rewards: list[float] = Field(description="1.0 when the judge's letter is the policy's, else 0.0.")
+    rewards: list[float] = Field(
+        description="1.0 when the judge's letter is the policy's, else 0.0; by probability, the policy "
+        "letter's share (0.0 for an item the judge did not see)."
+    )
     judge_letters: list[str | None] = Field(description="null for an item the judge did not see.")
     policy_letters: list[str | None]
     reference_letters: list[str | None]
     judge_replies: list[str | None] = Field(description="The judge's reply without its thinking.")
     reasons: list[str | None] = Field(description="Why an item was scored 0 without the judge.")
     num_judged: int
+    letter_probs: list[dict[str, float] | None] | None = Field(
+        None,
+        description='With `"scoring": "probability"`: per item, each letter\'s share of the probability '
+        "the letters hold (summing to 1; letters not among the 20 most likely tokens are left out).",
+    )
 
 
 @router.post("/v1/rewards/consistency")
@@ -91,7 +111,14 @@ async def consistency(body: ConsistencyRequest, state: StateDep, request: Reques
         )
         for i in todo
     ]
-    params = SamplingParams(max_tokens=body.max_tokens, temperature=body.temperature, seed=body.seed)
+    by_probability = body.scoring == "probability"
+    if by_probability:
+        grammar = OPTION_LETTER_GRAMMAR if state.generation.info().supports_grammar else None
+        params = SamplingParams(
+            max_tokens=1, temperature=0.0, logprobs=JUDGE_TOP_LOGPROBS, grammar=grammar, seed=body.seed
+        )
+    else:
+        params = SamplingParams(max_tokens=body.max_tokens, temperature=body.temperature, seed=body.seed)
     results = []
     if chats:  # every judge call is admitted together (or 429 as a whole) and generated as one batch
         generation = await state.generation.start(
@@ -101,13 +128,20 @@ async def consistency(body: ConsistencyRequest, state: StateDep, request: Reques
         )
         results = await generation.collect(until_disconnected=request.receive)
     replies: list[str | None] = [None] * len(plans)
+    probs: list[dict[str, float] | None] = [None] * len(plans)
     for i, result in zip(todo, results, strict=True):
         replies[i] = judge_answer(result.text)
-    judge_letters = [extract_option_letter(r) if r is not None else None for r in replies]
-    rewards = [
-        1.0 if p.needs_judge and letter == p.policy_letter else 0.0
-        for p, letter in zip(plans, judge_letters, strict=True)
-    ]
+        if by_probability:
+            probs[i] = letter_probabilities(first_token(result.logprobs))
+    if by_probability:
+        judge_letters = [max(p, key=p.__getitem__) if p else None for p in probs]
+        rewards = [(p or {}).get(plan.policy_letter or "", 0.0) for p, plan in zip(probs, plans, strict=True)]
+    else:
+        judge_letters = [extract_option_letter(r) if r is not None else None for r in replies]
+        rewards = [
+            1.0 if p.needs_judge and letter == p.policy_letter else 0.0
+            for p, letter in zip(plans, judge_letters, strict=True)
+        ]
     return ConsistencyResponse(
         object="rewards.consistency",
         model=model_name,
@@ -118,6 +152,7 @@ async def consistency(body: ConsistencyRequest, state: StateDep, request: Reques
         judge_replies=replies,
         reasons=[p.reason for p in plans],
         num_judged=len(todo),
+        **({"letter_probs": probs} if by_probability else {}),
     )
 
 

@@ -19,6 +19,11 @@ the reasoning led there.
 
 `route="batch"` sends the whole batch to llmhost's `POST /v1/rewards/consistency` in one request, which
 judges every item in one engine batch; `route="chat"` (the default) works against any server.
+
+`scoring="probability"` judges by probabilities: one token per item, greedy, with its 20 most likely
+rivals (`logprobs`); each letter's share of the probability the letters hold (`Verdict.letter_probs`)
+is read from them, and the reward is the policy letter's share, a soft reward in [0, 1] (0 when no
+letter is among them). On the chat route it works with any server that returns `top_logprobs`.
 """
 
 from __future__ import annotations
@@ -37,9 +42,12 @@ from llmhost.rewards.letters import (
     JUDGE_MAX_TOKENS,
     JUDGE_SYSTEM_PROMPT,
     JUDGE_TEMPERATURE,
+    JUDGE_TOP_LOGPROBS,
+    chat_first_token,
     extract_option_letter,
     judge_answer,
     judge_messages,
+    letter_probabilities,
     plan_item,
 )
 
@@ -65,6 +73,7 @@ class JudgeConfig:
     max_concurrency: int = 16  # judge calls in flight at once
     on_error: Literal["raise"] | float = "raise"
     route: Literal["chat", "batch"] = "chat"
+    scoring: Literal["letter", "probability"] = "letter"  # "probability": a soft reward, see the module
     temperature: float = JUDGE_TEMPERATURE
     max_tokens: int = JUDGE_MAX_TOKENS
     system_prompt: str = JUDGE_SYSTEM_PROMPT
@@ -76,6 +85,8 @@ class JudgeConfig:
             raise ValueError("on_error must be 'raise' or a number, not a bool")
         if self.route not in ("chat", "batch"):
             raise ValueError(f"route must be 'chat' or 'batch', not {self.route!r}")
+        if self.scoring not in ("letter", "probability"):
+            raise ValueError(f"scoring must be 'letter' or 'probability', not {self.scoring!r}")
         if self.max_retries < 0 or self.max_concurrency < 1 or self.timeout_s <= 0 or self.backoff_s < 0:
             raise ValueError("need max_retries >= 0, max_concurrency >= 1, timeout_s > 0, backoff_s >= 0")
 
@@ -91,6 +102,8 @@ class Verdict:
     judge_reply: str | None = None
     reason: str | None = None  # why the judge was not asked (a 0 decided locally)
     error: str | None = None  # the judge failed; the reward is the on_error value
+    # scoring="probability": each option letter's share of the probability the letters hold.
+    letter_probs: dict[str, float] | None = None
 
 
 @dataclass
@@ -211,21 +224,37 @@ class ConsistencyJudge:
         thinking: str,
         verdict: Verdict,
     ) -> None:
-        body = {
+        by_probability = self.config.scoring == "probability"
+        body: dict[str, Any] = {
             "model": model,
             "messages": judge_messages(question, thinking, self.config.system_prompt),
             "temperature": self.config.temperature,
             "max_tokens": self.config.max_tokens,
         }
+        if by_probability:  # one token: its rivals' probabilities are the verdict
+            body.update(
+                temperature=0.0,
+                max_tokens=1,
+                logprobs=True,
+                top_logprobs=JUDGE_TOP_LOGPROBS,
+                chat_template_kwargs={"enable_thinking": False},  # the first token must be the answer
+            )
         async with limit:
             try:
                 answer = await self._post(client, "/v1/chat/completions", body)
+                choice = answer["choices"][0]
                 # A reasoning judge may put `<think>…</think>` before its letter (or vLLM splits it out).
-                reply = judge_answer(answer["choices"][0]["message"].get("content") or "")
-            except (JudgeUnavailable, KeyError, IndexError, TypeError, AttributeError) as exc:
+                reply = judge_answer(choice["message"].get("content") or "")
+                probs = letter_probabilities(chat_first_token(choice)) if by_probability else None
+            except (JudgeUnavailable, KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
                 verdict.error = f"{type(exc).__name__}: {exc}"
                 return
         verdict.judge_reply = reply
+        if by_probability:
+            verdict.letter_probs = probs
+            verdict.judge_letter = max(probs, key=probs.__getitem__) if probs else None
+            verdict.reward = (probs or {}).get(verdict.policy_letter or "", 0.0)
+            return
         verdict.judge_letter = extract_option_letter(reply)
         verdict.reward = 1.0 if verdict.judge_letter == verdict.policy_letter else 0.0
 
@@ -237,20 +266,23 @@ class ConsistencyJudge:
             "temperature": self.config.temperature,
             "max_tokens": self.config.max_tokens,
         }
+        if self.config.scoring != "letter":
+            body["scoring"] = self.config.scoring
         if self.config.model is not None:
             body["model"] = self.config.model
         try:
             answer = await self._post(client, "/v1/rewards/consistency", body)
             rewards, letters = answer["rewards"], answer["judge_letters"]
             replies = answer.get("judge_replies") or [None] * len(items)
+            probs = answer.get("letter_probs") or [None] * len(items)
             if len(rewards) != len(items):
                 raise TypeError(f"the server returned {len(rewards)} rewards for {len(items)} items")
         except (JudgeUnavailable, KeyError, TypeError) as exc:
             for v in verdicts:
                 v.error = f"{type(exc).__name__}: {exc}"
             return
-        for v, reward, letter, reply in zip(verdicts, rewards, letters, replies, strict=True):
-            v.reward, v.judge_letter, v.judge_reply = float(reward), letter, reply
+        for v, reward, letter, reply, p in zip(verdicts, rewards, letters, replies, probs, strict=True):
+            v.reward, v.judge_letter, v.judge_reply, v.letter_probs = float(reward), letter, reply, p
 
     async def _resolve_model(self, client: httpx.AsyncClient) -> str:
         if self.config.model is not None:
@@ -368,7 +400,8 @@ async def consistency_reward_async(
     url: str = DEFAULT_URL,
     **options: Any,
 ) -> list[float]:
-    """Rewards in {0.0, 1.0} (or the `on_error` value); `options` are `JudgeConfig` fields."""
+    """Rewards in {0.0, 1.0} (in [0, 1] with `scoring="probability"`), or the `on_error` value; `options`
+    are `JudgeConfig` fields."""
     judge = ConsistencyJudge.from_kwargs(url=url, **options)
     return [v.reward for v in await judge.score_async(completions, solutions, questions)]
 

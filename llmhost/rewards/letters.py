@@ -1,6 +1,7 @@
-"""Reading option letters (A–H) out of model text, and the parts of a `<think>…</think><answer>…</answer>`
-completion: the pure half of the consistency reward, shared by the client (`consistency.py`) and the
-server route (`llmhost/faces/rewards.py`).
+"""Reading option letters (A–H) out of model text (or, judging by probabilities, out of a first token's
+log-probabilities), and the parts of a `<think>…</think><answer>…</answer>` completion: the pure half of
+the consistency reward, shared by the client (`consistency.py`) and the server route
+(`llmhost/faces/rewards.py`).
 
 Extraction is strict on purpose. The seed's judge scored a completion by comparing letters, so a letter
 read where none was meant turns noise into reward: the English article in "A planet that…" is not option
@@ -20,8 +21,13 @@ Anything else is `None`: no option named, or more than one.
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from llmhost.types import TokenLogprob
 
 OPTION_LETTERS = "ABCDEFGH"
 
@@ -129,6 +135,10 @@ JUDGE_USER_PROMPT = (
 )
 JUDGE_TEMPERATURE = 0.1
 JUDGE_MAX_TOKENS = 10
+# Judging by probabilities reads the first answer token's most likely tokens (OpenAI's most).
+JUDGE_TOP_LOGPROBS = 20
+# The first answer token must be an option letter (GBNF, for engines that take a grammar).
+OPTION_LETTER_GRAMMAR = f"root ::= [{OPTION_LETTERS[0]}-{OPTION_LETTERS[-1]}]"
 
 
 def judge_messages(question: str, thinking: str, system_prompt: str = JUDGE_SYSTEM_PROMPT) -> list[dict]:
@@ -137,6 +147,45 @@ def judge_messages(question: str, thinking: str, system_prompt: str = JUDGE_SYST
         {"role": "system", "content": system_prompt},
         {"role": "user", "content": JUDGE_USER_PROMPT.format(question=question, thinking=thinking)},
     ]
+
+
+def letter_probabilities(candidates: Iterable[tuple[str, float]]) -> dict[str, float] | None:
+    """Each option letter's share of the probability that the letters hold among `candidates`, the first
+    answer token's most likely tokens as (text, logprob): `B` and ` B` both count for B. None when no
+    candidate is a letter. Letters outside the candidates were less likely than all of them, so with
+    the top 20 the shares are what the judge believes, renormalised over the options."""
+    mass: dict[str, float] = {}
+    seen: set[str] = set()
+    for text, logprob in candidates:
+        letter = text.strip()
+        if text in seen or len(letter) != 1 or letter not in OPTION_LETTERS:
+            continue
+        seen.add(text)  # the sampled token may be listed among its rivals too
+        mass[letter] = mass.get(letter, 0.0) + math.exp(logprob)
+    total = sum(mass.values())
+    if not total:
+        return None
+    return {letter: mass[letter] / total for letter in sorted(mass)}
+
+
+def first_token(logprobs: Sequence[TokenLogprob] | None) -> list[tuple[str, float]]:
+    """An answer's first token and its most likely rivals, as (text, logprob), from the engine's
+    logprobs (the server's route)."""
+    if not logprobs:
+        return []
+    first = logprobs[0]
+    rivals = [(t.token_bytes.decode("utf-8", "replace"), t.logprob) for t in first.top]
+    return [(first.token_bytes.decode("utf-8", "replace"), first.logprob), *rivals]
+
+
+def chat_first_token(choice: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """The same from one choice of a chat completion's JSON (the client's chat route)."""
+    content = (choice.get("logprobs") or {}).get("content") or []
+    if not content:
+        raise ValueError("the judge returned no logprobs (does it support top_logprobs?)")
+    first = content[0]
+    rivals = [(t["token"], float(t["logprob"])) for t in first.get("top_logprobs") or []]
+    return [(first["token"], float(first["logprob"])), *rivals]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ its `orms` table as `llmhost_consistency`.
 ms-swift builds ORMs without arguments of ours, so the judge is configured by environment variables:
 `LLMHOST_REWARD_URL` (default http://127.0.0.1:8000), `LLMHOST_REWARD_MODEL`, `LLMHOST_REWARD_API_KEY`,
 `LLMHOST_REWARD_ON_ERROR` ("raise", the default, or a number), `LLMHOST_REWARD_TIMEOUT_S`,
-`LLMHOST_REWARD_MAX_RETRIES`, `LLMHOST_REWARD_MAX_CONCURRENCY`, `LLMHOST_REWARD_ROUTE` (chat|batch).
+`LLMHOST_REWARD_MAX_RETRIES`, `LLMHOST_REWARD_MAX_CONCURRENCY`, `LLMHOST_REWARD_ROUTE` (chat|batch),
+`LLMHOST_REWARD_SCORING` (letter|probability).
 Keyword arguments to the constructor win over them.
 """
 
@@ -38,6 +39,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "max_retries": ("LLMHOST_REWARD_MAX_RETRIES", int),
     "max_concurrency": ("LLMHOST_REWARD_MAX_CONCURRENCY", int),
     "route": ("LLMHOST_REWARD_ROUTE", str),
+    "scoring": ("LLMHOST_REWARD_SCORING", str),
 }
 
 
