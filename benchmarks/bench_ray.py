@@ -199,6 +199,7 @@ def main() -> None:
         f"2 replicas / 1 replica, aggregate tokens/s: {results['ray2_over_ray1']}x "
         f"(os.cpu_count()={os.cpu_count()}: both replicas share these cores)"
     )
+    print(f"server logs: {log_dir}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
