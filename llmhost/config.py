@@ -146,6 +146,12 @@ class Settings(BaseSettings):
         description="Most tokens one image may become: larger images are scaled down to fit (lowers the "
         "model's own budget, e.g. Qwen2.5-VL's 16384). Default: the model's image processor decides.",
     )
+    mmproj: str | None = Field(
+        None,
+        description="The vision projector of a GGUF vision model, for the llama.cpp engine (llama-server's "
+        "--mmproj), e.g. mmproj-Qwen2.5-VL-3B-Instruct-f16.gguf. Default: an mmproj*.gguf beside the model "
+        "file, when there is one; 'none' serves the model for text only.",
+    )
     allowed_local_media_path: str | None = Field(
         None,
         description="Folder that `file://` image URLs may be read from (as vLLM's flag of the same name); "

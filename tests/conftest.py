@@ -198,6 +198,20 @@ def vision_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def vision_gguf_dir(vision_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Qwen2.5-VL as llama.cpp reads it (tests/models/vision_gguf.py): a folder with the model
+    GGUF, its `mmproj-*.gguf` and the image processor's `preprocessor_config.json`, written once."""
+    import shutil
+
+    from tests.models.vision_gguf import write_vision_gguf
+
+    folder = tmp_path_factory.mktemp("models") / "tiny-qwen2.5-vl-gguf"
+    write_vision_gguf(vision_model_path, folder)
+    shutil.copy(vision_model_path / "preprocessor_config.json", folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def text_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same tiny language model without its vision tower (seed 000's text fallback)."""
     pytest.importorskip("torch")

@@ -31,6 +31,9 @@ def _llamacpp(settings: Settings, source: ModelSource, name: str) -> Engine:
         prefix_cache_ram_bytes=settings.prefix_cache_ram_mb * 2**20,
         n_gpu_layers=settings.n_gpu_layers,
         use_gpu=settings.gpu.strip() not in ("none", "cpu"),
+        mmproj_path=None if settings.mmproj in (None, "none") else settings.mmproj,
+        discover_mmproj=settings.mmproj is None,
+        max_image_tokens=settings.max_image_tokens,
     )
 
 

@@ -43,7 +43,8 @@ def resolve_model(spec: str | None) -> ModelSource:
             raise ModelLoadError(f"{path} is not a GGUF file (expected a .gguf file or a model folder)")
         return ModelSource(path, "gguf", _name_from_gguf(path))
     if path.is_dir():
-        ggufs = sorted(path.glob("*.gguf"))
+        # A vision model's projector (mmproj*.gguf) sits beside its GGUF: it is not the model.
+        ggufs = sorted(p for p in path.glob("*.gguf") if not p.name.lower().startswith("mmproj"))
         if ggufs:
             # Several quantisations side by side: take the first by name, deterministically.
             return ModelSource(ggufs[0], "gguf", path.name)

@@ -57,6 +57,16 @@ def media_dir(tmp_path_factory) -> Path:
     return folder
 
 
+def served_with_limits(media_dir: Path) -> list[str]:
+    """The name, batch and image limits the bad-image tests expect (tests/e2e/test_llamacpp_vision_serve.py
+    serves with them too)."""
+    return [
+        *("--max-num-seqs", "4", "--served-model-name", "tiny-vl"),
+        *("--allowed-local-media-path", str(media_dir), "--max-images-per-prompt", "2"),
+        *("--max-image-mb", "0.25", "--max-image-pixels", "1000000"),
+    ]
+
+
 @pytest.fixture(scope="module")
 def vl_server(tmp_path_factory, vision_model_path: Path, media_dir: Path):
     srv = start_server(
@@ -66,18 +76,7 @@ def vl_server(tmp_path_factory, vision_model_path: Path, media_dir: Path):
         *ENGINE,
         "--max-model-len",
         "1024",
-        "--max-num-seqs",
-        "4",
-        "--served-model-name",
-        "tiny-vl",
-        "--allowed-local-media-path",
-        str(media_dir),
-        "--max-images-per-prompt",
-        "2",
-        "--max-image-mb",
-        "0.25",
-        "--max-image-pixels",
-        "1000000",
+        *served_with_limits(media_dir),
         timeout_s=300,
     )
     yield srv

@@ -69,3 +69,26 @@ def test_idle_cells_past_the_budget_are_evicted_least_recently_used_first_after_
     assert table.idle_to_evict(budget_tokens=599, grace_s=0.0) == [table.slots[1]]
     assert table.idle_to_evict(budget_tokens=150, grace_s=0.0) == [table.slots[1], table.slots[2]]
     assert table.idle_to_evict(budget_tokens=0, grace_s=3600.0) == []  # nothing idle long enough yet
+
+
+def test_an_image_key_is_no_token_and_tells_pictures_apart():
+    from llmhost.engines.llamacpp.kv_slots import image_key
+
+    cat, dog = image_key(b"\x01" * 32, 20, 5), image_key(b"\x02" * 32, 20, 5)
+    assert cat < 0 and dog < 0 and cat != dog
+    assert cat == image_key(b"\x01" * 32, 20, 5)
+    assert common_prefix_len([1, 2, *[cat] * 20, 3], [1, 2, *[dog] * 20, 3]) == 2  # ends where it starts
+
+
+def test_positions_after_an_image_advance_by_its_positions_not_its_tokens():
+    from llmhost.engines.llamacpp.kv_slots import image_key, position_at
+
+    wide = image_key(b"\x01" * 32, 20, 5)  # 5x4 tokens: M-RoPE advances by the longer side
+    flat = image_key(b"\x02" * 32, 3, 3)  # one position per token (no M-RoPE)
+    tokens = [7, 8, *[wide] * 20, 9, *[flat] * 3, 10]
+    assert [position_at(tokens, i) for i in (0, 1, 2)] == [0, 1, 2]
+    assert position_at(tokens, 10) == 2  # inside the image: its first position
+    assert position_at(tokens, 22) == 7  # the text after it: 2 + 5
+    assert position_at(tokens, 23) == 8  # the second image starts here
+    assert position_at(tokens, 26) == 11 and position_at(tokens, 27) == 12  # the end: the next token's
+    assert position_at([5, 6, 7], 3) == 3

@@ -330,8 +330,20 @@ async def test_the_store_can_be_turned_off():
         ({"top_logprobs": 3}, "top_logprobs"),
         ({"conversation": "conv_1"}, "conversation"),
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
-        (
+        (  # the scripted model reads text only
             {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:,"}]}]},
+            "input[0].content[0]",
+        ),
+        (
+            {"input": [{"role": "system", "content": [{"type": "input_image", "image_url": "data:,"}]}]},
+            "input[0].content[0]",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},
+            "input[0].content[0]",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
             "input[0].content[0]",
         ),
         ({"text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format"),
@@ -379,3 +391,33 @@ async def test_the_routes_are_documented_with_their_models():
     stream = json.dumps(create["text/event-stream"])
     assert "response.output_text.delta" in stream and "response.function_call_arguments.done" in stream
     assert {"get", "delete"} <= set(schema["paths"]["/v1/responses/{response_id}"])
+
+
+def test_input_images_reach_the_template_and_the_pipeline_in_order():
+    """An earlier turn's image (continued with previous_response_id) comes first, then this request's."""
+    from llmhost.faces.responses_api.items import as_input_items, image_parts, template_messages
+
+    def user(*parts):
+        return {"role": "user", "content": list(parts)}
+
+    earlier = as_input_items([user({"type": "input_image", "image_url": "data:image/png;base64,AA=="})])
+    items = as_input_items(
+        [
+            user(
+                {"type": "input_text", "text": "and"},
+                {"type": "input_image", "image_url": "file:///pics/b.png", "detail": "low"},
+                {"type": "input_text", "text": "?"},
+            )
+        ]
+    )
+    assert [(p.url, p.param) for p in image_parts(earlier, items)] == [
+        ("data:image/png;base64,AA==", "previous_response_id"),
+        ("file:///pics/b.png", "input[0].content[1]"),
+    ]
+    assert template_messages([*earlier, *items]) == [
+        {"role": "user", "content": [{"type": "image"}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "and"}, {"type": "image"}, {"type": "text", "text": "?"}],
+        },
+    ]

@@ -147,7 +147,9 @@ def write_vision_model(out: Path, *, seed: int = 0) -> Path:
             "patch_size": PATCH_SIZE,
             "spatial_merge_size": MERGE_SIZE,
             "temporal_patch_size": 2,
-            "window_size": 56,
+            # Qwen2.5-VL's own window (112 pixels, 4x4 tokens): llama.cpp's clip assumes it (its GGUF
+            # has no key for it), so another size would make the two encoders attend differently.
+            "window_size": 112,
             "fullatt_block_indexes": [1, 3],
             "initializer_range": INITIALIZER_RANGE,
         },

@@ -1,8 +1,8 @@
 """Thin, owned wrappers over llama.cpp's C API (through llama-cpp-python's ctypes bindings).
 
-Only this module and `sampler.py` touch ctypes. Everything here is called from the engine's own
-thread, except the read-only vocabulary helpers (tokenize/detokenize), which llama.cpp allows from
-any thread.
+Only this module, `sampler.py` and `vision.py` (libmtmd, for images) touch ctypes. Everything here is
+called from the engine's own thread, except the read-only vocabulary helpers (tokenize/detokenize),
+which llama.cpp allows from any thread.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _last_level = logging.DEBUG
 
 
 @C.llama_log_callback
-def _forward_native_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+def forward_native_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
     global _last_level
     py_level = _last_level if level == 5 else _LOG_LEVELS.get(level, logging.DEBUG)
     _last_level = py_level
@@ -48,7 +48,7 @@ def supports_gpu_offload() -> bool:
 def init_backend() -> None:
     global _backend_ready
     if not _backend_ready:
-        C.llama_log_set(_forward_native_log, ctypes.c_void_p(0))
+        C.llama_log_set(forward_native_log, ctypes.c_void_p(0))
         C.llama_backend_init()
         _backend_ready = True
 
@@ -208,6 +208,30 @@ class LlamaContext:
     def decode(self) -> int:
         """Run the model on the filled batch. 0 = ok; 1 = no KV room; negative = error."""
         return C.llama_decode(self.ptr, self.batch.raw)
+
+    def decode_embeddings(self, rows: np.ndarray, positions: np.ndarray, seq_id: int) -> int:
+        """Run the model on input embeddings (an image's, from the vision encoder) of one sequence, as
+        `decode` does on tokens; llama_decode takes tokens or embeddings, never both in one batch.
+        `rows` is [n, n_embd] float32; `positions` is [sections, n]: one row per position section
+        (M-RoPE's time, height, width, extra; one row otherwise), as llama.cpp reads them. No logits."""
+        n = len(rows)
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        pos = np.ascontiguousarray(positions, dtype=np.int32).reshape(-1)
+        n_seq_id = np.ones(n, dtype=np.int32)
+        seq = (C.llama_seq_id * 1)(seq_id)  # every row names the one sequence
+        seq_ptr = ctypes.cast(seq, ctypes.POINTER(C.llama_seq_id))
+        seq_ids = (ctypes.POINTER(C.llama_seq_id) * n)(*([seq_ptr] * n))
+        outputs = np.zeros(n, dtype=np.int8)
+        batch = C.llama_batch(
+            n_tokens=n,
+            token=None,
+            embd=rows.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+            pos=pos.ctypes.data_as(ctypes.POINTER(C.llama_pos)),
+            n_seq_id=n_seq_id.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
+            seq_id=seq_ids,
+            logits=outputs.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
+        )
+        return C.llama_decode(self.ptr, batch)  # the arrays above live until it returns; it copies them
 
     def clear_seq(self, seq_id: int, from_pos: int = 0) -> None:
         """Drop the sequence's cells at positions >= from_pos (cells other sequences share stay)."""

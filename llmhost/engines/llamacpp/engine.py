@@ -1,23 +1,28 @@
-"""The in-process llama.cpp engine: the `Engine` protocol over the continuous-batching scheduler."""
+"""The in-process llama.cpp engine: the `Engine` protocol over the continuous-batching scheduler, and
+the `ImageEngine` one when a vision model's projector (`--mmproj`, or an `mmproj*.gguf` beside the
+model) is loaded (vision.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator
 from collections.abc import Sequence as Seq
+from typing import Any
 
 from llmhost.engines.base import EngineListener
 from llmhost.engines.threaded import DeltaBridge, engine_stats, queue_generation
-from llmhost.errors import ModelLoadError, ModelNotLoaded
-from llmhost.types import Delta, EngineInfo, EngineStats, SamplingParams
+from llmhost.errors import InvalidRequest, ModelLoadError, ModelNotLoaded
+from llmhost.types import Delta, EngineInfo, EngineStats, PromptImage, SamplingParams
 
 from .backend import ContextConfig, LlamaContext, LlamaModel, supports_gpu_offload
 from .host_cache import HostPrefixCache
 from .sampler import check_grammar
 from .scheduler import Scheduler, Sequence
+from .vision import MtmdImage, VisionEncoder, find_mmproj, image_token_limits
 
 log = logging.getLogger("llmhost.llamacpp")
 
@@ -62,6 +67,9 @@ class LlamaCppEngine:
         eval_callback: object | None = None,
         n_gpu_layers: int | None = None,
         use_gpu: bool = True,
+        mmproj_path: str | None = None,
+        discover_mmproj: bool = False,
+        max_image_tokens: int | None = None,
     ) -> None:
         if batch_tokens < max_num_seqs:  # Settings refuses this too; the engine can be built without it
             raise ValueError(f"batch_tokens ({batch_tokens}) must be at least max_num_seqs ({max_num_seqs})")
@@ -77,6 +85,12 @@ class LlamaCppEngine:
         # Evicted prefixes saved in host RAM (with prefix caching only): the bound, 0 for none.
         self._prefix_cache_ram_bytes = prefix_cache_ram_bytes
         self._eval_callback = eval_callback  # ggml's per-node callback; tests count forward passes with it
+        # The vision projector: the one named (a load error if it fails), else one found beside the model
+        # when asked to look (a warning if it fails: the model is then served for text).
+        self._mmproj_path = mmproj_path
+        self._discover_mmproj = discover_mmproj
+        self._max_image_tokens = max_image_tokens
+        self._vision: VisionEncoder | None = None
         self._model: LlamaModel | None = None
         self._ctx: LlamaContext | None = None
         self._scheduler: Scheduler | None = None
@@ -97,7 +111,9 @@ class LlamaCppEngine:
         await asyncio.to_thread(self._load)
         assert self._model is not None and self._ctx is not None
         host_cache = HostPrefixCache(self._prefix_cache_ram_bytes)
-        self._scheduler = Scheduler(self._model, self._ctx, self._bridge.on_outputs, host_cache)
+        self._scheduler = Scheduler(
+            self._model, self._ctx, self._bridge.on_outputs, host_cache, vision=self._vision
+        )
         self._scheduler.start()
 
     def _load(self) -> None:
@@ -125,6 +141,11 @@ class LlamaCppEngine:
         )
         ctx = LlamaContext(model, config)
         self._model, self._ctx = model, ctx
+        try:
+            self._vision = vision = self._load_vision(model)
+        except ModelLoadError:  # free what was loaded: a fallback chain may load another model next
+            self._close_model()
+            raise
         eos_id = model.eos_token_id
         self._info = EngineInfo(
             engine=self.name,
@@ -142,6 +163,8 @@ class LlamaCppEngine:
             supports_prompt_logprobs=True,
             max_token_bytes=model.longest_token_bytes(),
             reuses_prefixes=self._prefix_caching,
+            accepts_images=vision is not None,
+            image_token_id=vision.image_token_id if vision is not None else None,
         )
         log.info(
             "loaded %s (%s parameters) on %s: max_model_len=%d, max_num_seqs=%d, threads=%d",
@@ -152,12 +175,43 @@ class LlamaCppEngine:
             self._max_num_seqs,
             self._threads,
         )
+        if vision is not None:
+            log.info("reads images with %s", vision.path)
+
+    def _load_vision(self, model: LlamaModel) -> VisionEncoder | None:
+        path = self._mmproj_path
+        if path is None and self._discover_mmproj:
+            found = find_mmproj(self._model_path)
+            path = str(found) if found is not None else None
+        if path is None:
+            return None
+        low, high = image_token_limits(self._model_path, self._max_image_tokens)
+        try:
+            return VisionEncoder(
+                path,
+                model,
+                n_threads=self._threads,
+                use_gpu=self._n_gpu_layers != 0,
+                min_tokens=low,
+                max_tokens=high,
+            )
+        except ModelLoadError as exc:
+            if self._mmproj_path is not None:
+                raise
+            log.warning("not reading images: %s found beside the model, but %s", path, exc)
+            return None
 
     async def close(self) -> None:
         self._info = None  # info() and generate() now say "not loaded" until start() runs again
         if self._scheduler is not None:
             await asyncio.to_thread(self._scheduler.stop)
             self._scheduler = None
+        if self._vision is not None:  # before the model: libmtmd's context refers to it
+            await asyncio.to_thread(self._vision.close)
+            self._vision = None
+        self._close_model()
+
+    def _close_model(self) -> None:
         if self._ctx is not None:
             self._ctx.close()
             self._ctx = None
@@ -192,15 +246,49 @@ class LlamaCppEngine:
     def detokenize(self, token_ids: Seq[int]) -> str:
         return self._require_model().detokenize(token_ids)
 
+    def prepare_image(self, image: Any) -> PromptImage:
+        """One decoded image as the projector reads it (libmtmd's resize and patches; vision.py)."""
+        self.info()
+        if self._vision is None:
+            raise InvalidRequest("the served model reads text only and cannot take images")
+        return self._vision.prepare(image)
+
     def generate(
-        self, prompt_tokens: Seq[int], params: SamplingParams, request_id: str | None = None
+        self,
+        prompt_tokens: Seq[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        *,
+        images: Seq[PromptImage] = (),
     ) -> AsyncIterator[Delta]:
         info = self.info()
+        new_sequence: Any = Sequence
+        if images:
+            self._check_images(prompt_tokens, images, params)
+            new_sequence = functools.partial(Sequence, images=tuple(images))
         if params.grammar is not None and self._scheduler is not None:
             check_grammar(self._require_model(), params.grammar)  # a bad grammar fails before queueing
         return queue_generation(
-            self._bridge, self._scheduler, info, Sequence, prompt_tokens, params, request_id
+            self._bridge, self._scheduler, info, new_sequence, prompt_tokens, params, request_id
         )
+
+    def _check_images(self, prompt: Seq[int], images: Seq[PromptImage], params: SamplingParams) -> None:
+        """Images placed by the pipeline (prepare_image, then one placeholder per token), in order, each
+        followed by prompt text (the last token's logits start the answer; an image gives none)."""
+        if self._vision is None:
+            raise InvalidRequest("the served model reads text only and cannot take images")
+        if params.prompt_logprobs is not None:
+            raise InvalidRequest(
+                "prompt_logprobs cannot be combined with images on the llama.cpp engine",
+                param="prompt_logprobs",
+            )
+        placeholder, end = self._vision.image_token_id, 0
+        for image in images:
+            if image.offset < end or not isinstance(image.data, MtmdImage):
+                raise InvalidRequest("the prompt's images are not placed in order", param="messages")
+            end = image.offset + image.num_tokens
+            if end >= len(prompt) or any(t != placeholder for t in prompt[image.offset : end]):
+                raise InvalidRequest("an image's place in the prompt holds other tokens", param="messages")
 
     def _require_model(self) -> LlamaModel:
         if self._model is None:

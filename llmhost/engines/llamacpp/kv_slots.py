@@ -23,6 +23,16 @@ recently used idle slots are emptied, but only once they have been idle for `IDL
 loop or an RL rollout that sends its next turn right after the tool ran still finds its whole transcript.
 Nothing is evicted while nothing runs: idle cells cost only while something decodes.
 
+Images (a vision model, `vision.py`): a prompt's image is a run of identical placeholder ids, so a slot
+records each image's run as its key instead (`image_key`: negative, so no vocabulary id, and made of
+the image's SHA-256): two prompts share cells up to an image only when it is the same picture, and a
+different one ends the match where it starts. An image is decoded whole in one step, so a record never
+holds part of one and a match never ends inside one. With M-RoPE (Qwen2-VL) an image's tokens share one
+position and the text after it goes on `n_pos` further (the longer side of its grid), not one per token:
+positions and record indices part after the first image, and `position_at` gives the position that
+llama.cpp's cell operations (`seq_rm`, `seq_cp` from/up to a position) need. The key carries the image's
+token and position counts, so the record alone says where every cell sits.
+
 Pure Python (no llama.cpp calls): the scheduler applies what this table decides to the context.
 """
 
@@ -47,6 +57,42 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
+
+
+_KEY_FIELD_BITS = 24  # an image's token count and its position count, each below 2**24
+
+
+def image_key(digest: bytes, num_tokens: int, num_positions: int) -> int:
+    """What a slot records for each placeholder of one image: negative (no token id is), the same for
+    the same picture (its content's `digest`), and carrying its tokens and positions (`position_at`)."""
+    fields = (int.from_bytes(digest, "big") << 2 * _KEY_FIELD_BITS) | num_tokens << _KEY_FIELD_BITS
+    return -(fields | num_positions) - 1
+
+
+def _image_counts(key: int) -> tuple[int, int]:
+    """(tokens, positions) of the image an `image_key` stands for."""
+    fields = -key - 1
+    mask = (1 << _KEY_FIELD_BITS) - 1
+    return fields >> _KEY_FIELD_BITS & mask, fields & mask
+
+
+def position_at(tokens: Sequence[int], index: int) -> int:
+    """The position of the cell `tokens[index]` takes (of the next token, at the end): `index` when no
+    image comes before it; each image before it counts its positions rather than its tokens."""
+    if index == 0 or min(tokens[:index]) >= 0:  # no image key: one position per token (min runs in C)
+        return index
+    position = i = 0
+    while i < index:
+        if tokens[i] >= 0:
+            position += 1
+            i += 1
+            continue
+        num_tokens, num_positions = _image_counts(tokens[i])
+        if index < i + num_tokens:  # inside the image: its tokens share its first position
+            return position
+        position += num_positions
+        i += num_tokens
+    return position
 
 
 @dataclass(eq=False)

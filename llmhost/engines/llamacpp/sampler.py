@@ -82,7 +82,8 @@ class SequenceSampler:
         if params.repetition_penalty != 1.0:
             rep = C.llama_sampler_init_penalties(n_vocab, window, params.repetition_penalty, 0.0, 0.0)
             for t in prompt_tokens[-window:]:
-                C.llama_sampler_accept(rep, t)
+                if t >= 0:  # an image's key (kv_slots.image_key) is no token: nothing to penalize
+                    C.llama_sampler_accept(rep, t)
             add(rep)
         if params.presence_penalty or params.frequency_penalty:
             add(

@@ -19,6 +19,12 @@ rubric) is computed once: the first one computes it, the others wait for it and 
 cells that are about to be dropped are saved to host RAM first (host_cache.py), and a prompt that matches
 a saved state better than any slot has it restored instead of computed.
 
+A prompt with images (a vision model's, `vision.py`) records each image's placeholders as the image's
+key, so prefix reuse tells pictures apart, and keeps its own positions (M-RoPE: an image advances them
+by the longer side of its grid, not by its tokens). Its images are encoded on the vision encoder's
+thread while the other sequences decode; an encoded image is decoded from its embeddings in a batch of
+its own before the step's token batch (image_prefill.py).
+
 A sequence that asks for its prompt's log-probabilities (`prompt_logprobs`, or an echoed prompt's
 `logprobs`) computes its whole prompt, as vLLM does: cached cells hold no logits. Its prompt chunks ask
 llama.cpp for the logits of every position (at most `PROMPT_LOGITS_PER_STEP` a step: llama.cpp keeps
@@ -33,17 +39,21 @@ from __future__ import annotations
 import bisect
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 from llmhost.engines.prompt_logprobs import score_rows
 from llmhost.engines.threaded import GenerationState, Outputs, SchedulerThread, prompt_only_delta, token_delta
 from llmhost.errors import EngineError
-from llmhost.types import Delta, TokenLogprob
+from llmhost.types import Delta, PromptImage, TokenLogprob
 
-from .backend import LlamaContext, LlamaModel
+from .backend import Batch, LlamaContext, LlamaModel
 from .host_cache import HostPrefixCache, SavedPrefix
-from .kv_slots import KvSlot, KvSlotTable, common_prefix_len
+from .image_prefill import ImagePrefill, keyed_prompt, positions_saved
+from .kv_slots import KvSlot, KvSlotTable, common_prefix_len, position_at
 from .sampler import SequenceSampler, token_logprob
+from .vision import VisionEncoder
 
 log = logging.getLogger("llmhost.llamacpp")
 
@@ -70,6 +80,13 @@ class Sequence(GenerationState):
     # computes nothing until that prefix is in the cache, then copies it.
     leader: Sequence | None = None
     follow_len: int = 0
+    # A prompt with images: the images at their offsets (vision.MtmdImage data). `prompt` then holds
+    # each image's key where its placeholders were (what the slot records), `positions_saved` how many
+    # fewer positions than tokens the images take, and `encoding` the next image's embeddings while the
+    # vision encoder computes them.
+    images: tuple[PromptImage, ...] = ()
+    positions_saved: int = 0
+    encoding: Future[Any] | None = None
     # With `params.prompt_logprobs`: the scores of the prompt positions computed so far (the first
     # token's is None), handed to the first delta.
     prompt_scores: list[TokenLogprob | None] | None = None
@@ -77,6 +94,17 @@ class Sequence(GenerationState):
     @property
     def scores_prompt(self) -> bool:
         return self.params.prompt_logprobs is not None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.images:
+            self.prompt = keyed_prompt(self.prompt, self.images)
+            self.positions_saved = positions_saved(self.images)
+
+    @property
+    def next_position(self) -> int:
+        """The position of the token fed next once the prompt is in (every image behind it)."""
+        return self.num_cached - self.positions_saved
 
     @property
     def num_cached(self) -> int:
@@ -99,6 +127,7 @@ class Scheduler(SchedulerThread):
         ctx: LlamaContext,
         on_outputs: Callable[[Outputs], None],
         host_cache: HostPrefixCache | None = None,
+        vision: VisionEncoder | None = None,
     ):
         super().__init__("llmhost-llamacpp")
         self._model = model
@@ -110,6 +139,7 @@ class Scheduler(SchedulerThread):
         is_cached = host_cache is not None and host_cache.is_enabled and self._slots.reuse_prefixes
         self.host_cache = host_cache if is_cached else None
         self._running: list[Sequence] = []
+        self._images = ImagePrefill(ctx, vision, self._wake) if vision is not None else None
 
     @property
     def num_slots(self) -> int:
@@ -124,6 +154,7 @@ class Scheduler(SchedulerThread):
         self._admit()
         if not self._running:
             return
+        has_decoded_images = self._advance_images()
         batch = self._ctx.batch
         batch.clear()
         sample_at: list[tuple[Sequence, int]] = []
@@ -132,12 +163,12 @@ class Scheduler(SchedulerThread):
         for seq in self._running:  # decode first: one token each
             if seq.is_prefilled and batch.room > 0:
                 assert seq.slot is not None
-                sample_at.append((seq, batch.add(seq.next_token, seq.num_cached, seq.slot.index, True)))
+                sample_at.append((seq, batch.add(seq.next_token, seq.next_position, seq.slot.index, True)))
                 seq.slot.tokens.append(seq.next_token)
                 num_in_batch += 1
         for seq in self._running:  # then prompt chunks with what is left of the budget
-            if seq.is_prefilled or seq.leader is not None or batch.room == 0:
-                continue
+            if seq.is_prefilled or seq.leader is not None or batch.room == 0 or seq.images:
+                continue  # (prompts with images: _fill_image_prompts)
             assert seq.slot is not None
             num_in_batch += 1
             start = seq.num_cached
@@ -151,7 +182,10 @@ class Scheduler(SchedulerThread):
             seq.slot.tokens.extend(seq.prompt[start:end])
             if seq.is_prefilled:
                 sample_at.append((seq, index))
+        num_in_batch += self._fill_image_prompts(batch, sample_at)
         if batch.n_tokens == 0:
+            if not has_decoded_images and self._images is not None:
+                self._images.wait(self._running)  # every sequence waits for its image's encoding
             return
         rc = self._ctx.decode()
         self.num_steps += 1
@@ -189,6 +223,21 @@ class Scheduler(SchedulerThread):
         last = min(end, len(seq.prompt) - 1)  # positions with a next prompt token to score
         rows = [self._ctx.logits(first_index + pos - start) for pos in range(start, last)]
         scores.extend(score_rows(rows, seq.prompt[start + 1 : last + 1], num_top, self._model.piece))
+
+    # -- images (image_prefill.py) ----------------------------------------------------------------
+    def _advance_images(self) -> bool:
+        """Encode and decode the images prompts have reached; whether any was decoded this step."""
+        if self._images is None:
+            return False
+        has_decoded, failed = self._images.advance(self._running)
+        for seq, _error in failed:
+            self._release(seq)
+        if failed:
+            self._on_outputs(failed)
+        return has_decoded
+
+    def _fill_image_prompts(self, batch: Batch, sample_at: list[tuple[Sequence, int]]) -> int:
+        return self._images.fill(self._running, batch, sample_at) if self._images is not None else 0
 
     # -- admission and prefix reuse --------------------------------------------------------------
     def _admit(self) -> None:
@@ -261,7 +310,7 @@ class Scheduler(SchedulerThread):
         """Make `slot` hold exactly the first `match` tokens of `source` (the prompt's cached prefix)."""
         if source is slot:
             self._save(slot, keep=match)
-            self._ctx.clear_seq(slot.index, match)
+            self._ctx.clear_seq(slot.index, position_at(slot.tokens, match))
             del slot.tokens[match:]
             return
         if slot.tokens:
@@ -270,7 +319,7 @@ class Scheduler(SchedulerThread):
         if source is None or match == 0:
             slot.tokens = []
             return
-        self._ctx.copy_prefix(source.index, slot.index, match)
+        self._ctx.copy_prefix(source.index, slot.index, position_at(source.tokens, match))
         slot.tokens = source.tokens[:match]
 
     def _restore(self, slot: KvSlot, saved: SavedPrefix, match: int) -> bool:
@@ -283,7 +332,7 @@ class Scheduler(SchedulerThread):
             self.host_cache.discard(saved)
             slot.tokens = []
             return False
-        self._ctx.clear_seq(slot.index, match)
+        self._ctx.clear_seq(slot.index, position_at(saved.tokens, match))
         slot.tokens = saved.tokens[:match]
         self.host_cache.touch(saved)
         return True

@@ -6,6 +6,10 @@ run of assistant-side items (an assistant message, its `function_call`s, `reason
 assistant turn with OpenAI-style `tool_calls` and `reasoning_content`, and each `function_call_output` a
 `tool` message. A stored response's output comes back as items of the same kinds (`as_input_items`), so
 a conversation continued with `previous_response_id` renders as if the client had sent it all.
+
+`input_image` parts of user messages are images for a vision model: in the template they are the
+`{"type": "image"}` parts vision templates read, and `image_parts` names each for the pipeline, which
+reads them as the chat face's (llmhost/media) and refuses them for a model that reads text only.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, StrictStr, Tag, TypeAdapter
 
 from llmhost.errors import InvalidRequest
+from llmhost.media import ImagePart
 
 
 class RequestModel(BaseModel):
@@ -37,21 +42,32 @@ class RefusalPart(RequestModel):
     refusal: StrictStr
 
 
+class InputImagePart(RequestModel):
+    """An image in a user message, by URL: a base64 `data:` URL, a `file://` URL under
+    `--allowed-local-media-path`, an `http(s)` URL with `--allow-remote-images` (docs/api.md#images)."""
+
+    type: Literal["input_image"]
+    image_url: StrictStr | None = None
+    file_id: StrictStr | None = None  # an uploaded file: this server keeps none (a 400)
+    detail: StrictStr | None = None  # accepted; the model's image processor sizes the image
+
+
 class OtherPart(RequestModel):
-    """Images, files, audio: the model reads text only (a 400 names the part)."""
+    """Files, audio: the model reads text (and images) only (a 400 names the part)."""
 
     type: StrictStr
 
 
 def _part_kind(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return kind if kind in ("input_text", "output_text", "refusal") else "other"
+    return kind if kind in ("input_text", "output_text", "refusal", "input_image") else "other"
 
 
 ContentPart = Annotated[
     Annotated[TextPart, Tag("input_text")]
     | Annotated[TextPart, Tag("output_text")]
     | Annotated[RefusalPart, Tag("refusal")]
+    | Annotated[InputImagePart, Tag("input_image")]
     | Annotated[OtherPart, Tag("other")],
     Discriminator(_part_kind),
 ]
@@ -60,17 +76,43 @@ ContentPart = Annotated[
 def _parts_text(parts: StrictStr | Sequence[Any]) -> str:
     if isinstance(parts, str):
         return parts
-    return "".join(
-        p.text if isinstance(p, TextPart) else p.refusal for p in parts if not isinstance(p, OtherPart)
-    )
+    return "".join(p.text if isinstance(p, TextPart) else p.refusal for p in parts if _is_text(p))
 
 
-def _check_parts(parts: StrictStr | Sequence[Any], where: str) -> None:
+def _is_text(part: Any) -> bool:
+    return isinstance(part, TextPart | RefusalPart)
+
+
+def _template_content(parts: StrictStr | Sequence[Any]) -> str | list[dict[str, Any]]:
+    """A string, or with images the text and image parts in order (what vision templates read)."""
+    if isinstance(parts, str) or not any(isinstance(p, InputImagePart) for p in parts):
+        return _parts_text(parts)
+    return [
+        {"type": "image"} if isinstance(p, InputImagePart) else {"type": "text", "text": _parts_text([p])}
+        for p in parts
+        if isinstance(p, InputImagePart) or _is_text(p)
+    ]
+
+
+def _check_parts(parts: StrictStr | Sequence[Any], where: str, role: str | None) -> None:
     for j, part in enumerate(() if isinstance(parts, str) else parts):
         if isinstance(part, OtherPart):
             raise InvalidRequest(
-                f"'{part.type}' content is not supported: the model reads text only", param=f"{where}[{j}]"
+                f"'{part.type}' content is not supported: the model reads text and images only",
+                param=f"{where}[{j}]",
             )
+        if isinstance(part, InputImagePart):
+            if role != "user":
+                raise InvalidRequest(
+                    f"images are accepted in user messages only, not in {role or 'function_call_output'}",
+                    param=f"{where}[{j}]",
+                )
+            if part.image_url is None:
+                raise InvalidRequest(
+                    "an input_image needs its image_url (a base64 data: URL); this server keeps no uploaded "
+                    "files for a file_id",
+                    param=f"{where}[{j}]",
+                )
 
 
 # -- input items -------------------------------------------------------------------------------------
@@ -149,9 +191,23 @@ def check_items(items: Sequence[Any]) -> None:
                 param=f"input[{i}].type",
             )
         if isinstance(item, MessageItem):
-            _check_parts(item.content, f"input[{i}].content")
+            _check_parts(item.content, f"input[{i}].content", item.role)
         elif isinstance(item, FunctionCallOutputItem):
-            _check_parts(item.output, f"input[{i}].output")
+            _check_parts(item.output, f"input[{i}].output", None)
+
+
+def image_parts(earlier: Sequence[Any], items: Sequence[Any]) -> tuple[ImagePart, ...]:
+    """The images of a conversation (`earlier` turns' items, then this request's), in the order the
+    template places them, each named by its part (`input[0].content[1]`; an earlier turn's by
+    `previous_response_id`)."""
+    out: list[ImagePart] = []
+    for i, item in enumerate([*earlier, *items]):
+        if isinstance(item, MessageItem) and not isinstance(item.content, str):
+            for j, part in enumerate(item.content):
+                if isinstance(part, InputImagePart) and part.image_url is not None:
+                    where = f"input[{i - len(earlier)}].content[{j}]" if i >= len(earlier) else None
+                    out.append(ImagePart(part.image_url, where or "previous_response_id"))
+    return tuple(out)
 
 
 def template_messages(items: Iterable[Any]) -> list[dict[str, Any]]:
@@ -178,7 +234,7 @@ def template_messages(items: Iterable[Any]) -> list[dict[str, Any]]:
                 turn["content"] = _joined(turn["content"], _parts_text(item.content))
             else:
                 role = "system" if item.role == "developer" else item.role
-                out.append({"role": role, "content": _parts_text(item.content)})
+                out.append({"role": role, "content": _template_content(item.content)})
         elif isinstance(item, FunctionCallItem) and turn is not None:
             function = {"name": item.name, "arguments": item.arguments}
             turn.setdefault("tool_calls", []).append(

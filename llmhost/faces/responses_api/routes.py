@@ -35,7 +35,7 @@ from llmhost.server.state import ServerState
 from llmhost.types import Delta, FinishReason
 
 from .events import Event, StreamEvent, StreamWriter, item_id
-from .items import as_input_items, template_messages
+from .items import as_input_items, image_parts, template_messages
 from .objects import (
     DeletedResponse,
     FunctionCallOutput,
@@ -99,7 +99,10 @@ async def create_response(body: ResponsesRequest, state: StateDep, store: StoreD
     if body.instructions is not None:  # OpenAI does not carry a previous response's instructions over
         messages.insert(0, {"role": "system", "content": body.instructions})
     chat = ChatInput(
-        messages, template_kwargs=plan.template_kwargs(body.template_kwargs()), prefill=plan.prefill
+        messages,
+        template_kwargs=plan.template_kwargs(body.template_kwargs()),
+        prefill=plan.prefill,
+        images=image_parts(earlier.conversation if earlier else (), items),
     )
     sampling = plan.sampling(
         body.sampling(grammar), supports_grammar=state.generation.info().supports_grammar

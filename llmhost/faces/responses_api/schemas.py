@@ -4,8 +4,9 @@ Requests are validated strictly, as on the other faces: a string where a number 
 the field. Unknown fields are ignored, as vLLM does, so newer SDKs keep working; the fields OpenAI
 defines that would change the answer and that llmhost cannot honour are a 400 naming them
 (`check_supported`): `background`, `conversation`, `prompt`, `truncation: "auto"`, `top_logprobs`,
-`include` of anything but `reasoning.encrypted_content`, tools other than functions, image, file and
-audio content, and input items other than messages, function calls and their outputs, and reasoning.
+`include` of anything but `reasoning.encrypted_content`, tools other than functions, file and audio
+content (images are `input_image` parts of user messages, for a vision model: items.py), and input
+items other than messages, function calls and their outputs, and reasoning.
 
 Accepted without effect: `strict` on a function tool (a forced call follows the tool's schema on an
 engine that enforces grammars; an unforced call is not constrained, as on the chat route),
