@@ -1,6 +1,6 @@
 """The host-RAM store of evicted prefixes' KV states: matching, covering, the byte bound, LRU order."""
 
-from llmhost.engines.llamacpp.host_cache import HostPrefixCache
+from llmhost.engines.host_prefix_cache import HostPrefixCache
 
 
 def test_best_is_the_longest_shared_prefix_one_token_short_of_the_prompt():

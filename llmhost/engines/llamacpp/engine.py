@@ -14,12 +14,12 @@ from collections.abc import Sequence as Seq
 from typing import Any
 
 from llmhost.engines.base import EngineListener
+from llmhost.engines.host_prefix_cache import HostPrefixCache
 from llmhost.engines.threaded import DeltaBridge, engine_stats, queue_generation
 from llmhost.errors import InvalidRequest, ModelLoadError, ModelNotLoaded
 from llmhost.types import Delta, EngineInfo, EngineStats, PromptImage, SamplingParams
 
 from .backend import ContextConfig, LlamaContext, LlamaModel, supports_gpu_offload
-from .host_cache import HostPrefixCache
 from .sampler import check_grammar
 from .scheduler import Scheduler, Sequence
 from .vision import MtmdImage, VisionEncoder, find_mmproj, image_token_limits

@@ -43,21 +43,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-_BLOCK = 64  # compare prompts a slice at a time: list slice equality runs in C
-MIN_IDLE_BUDGET_TOKENS = 512
-IDLE_GRACE_S = 2.0
-
-
-def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens `a` and `b` share."""
-    n = min(len(a), len(b))
-    i = 0
-    while i + _BLOCK <= n and a[i : i + _BLOCK] == b[i : i + _BLOCK]:
-        i += _BLOCK
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
+from llmhost.engines.host_prefix_cache import common_prefix_len
 
 _KEY_FIELD_BITS = 24  # an image's token count and its position count, each below 2**24
 
@@ -93,6 +79,10 @@ def position_at(tokens: Sequence[int], index: int) -> int:
         position += num_positions
         i += num_tokens
     return position
+
+
+MIN_IDLE_BUDGET_TOKENS = 512
+IDLE_GRACE_S = 2.0
 
 
 @dataclass(eq=False)

@@ -16,8 +16,8 @@ The design follows llama.cpp's `server` slots (a slot per sequence, prompt cachi
 vLLM's scheduler (decode-first token budget, chunked prefill, automatic prefix caching). A prompt shared
 by sequences that arrive together (n > 1 choices, a batch of /predict prompts, eight clients with one
 rubric) is computed once: the first one computes it, the others wait for it and copy its cells. A slot's
-cells that are about to be dropped are saved to host RAM first (host_cache.py), and a prompt that matches
-a saved state better than any slot has it restored instead of computed.
+cells that are about to be dropped are saved to host RAM first (engines/host_prefix_cache.py), and a
+prompt that matches a saved state better than any slot has it restored instead of computed.
 
 A prompt with images (a vision model's, `vision.py`) records each image's placeholders as the image's
 key, so prefix reuse tells pictures apart, and keeps its own positions (M-RoPE: an image advances them
@@ -43,13 +43,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from llmhost.engines.host_prefix_cache import HostPrefixCache, SavedPrefix
 from llmhost.engines.prompt_logprobs import score_rows
 from llmhost.engines.threaded import GenerationState, Outputs, SchedulerThread, prompt_only_delta, token_delta
 from llmhost.errors import EngineError
 from llmhost.types import Delta, PromptImage, TokenLogprob
 
 from .backend import Batch, LlamaContext, LlamaModel
-from .host_cache import HostPrefixCache, SavedPrefix
 from .image_prefill import ImagePrefill, keyed_prompt, positions_saved
 from .kv_slots import KvSlot, KvSlotTable, common_prefix_len, position_at
 from .sampler import SequenceSampler, token_logprob

@@ -79,7 +79,7 @@ class TransformersEngine:
     def _load(self) -> None:
         import torch
 
-        from llmhost.engines.llamacpp.host_cache import HostPrefixCache
+        from llmhost.engines.host_prefix_cache import HostPrefixCache
 
         from .loader import load, token_bytes_table
         from .scheduler import Scheduler

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from llmhost.engines.llamacpp.host_cache import HostPrefixCache
+from llmhost.engines.host_prefix_cache import HostPrefixCache
 from llmhost.engines.threaded import GenerationState, Outputs, SchedulerThread, token_delta
 from llmhost.errors import EngineError
 from llmhost.types import Delta, PromptImage, TokenLogprob
