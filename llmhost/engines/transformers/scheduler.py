@@ -93,8 +93,9 @@ class Scheduler(SchedulerThread):
             if has_decoding:
                 # Rows that finished at their prefill leave first; every other row gets one token.
                 self._release_finished()
-                for seq in self._running:
-                    seq.fed.append(seq.next_token)
+                if self.prefix_cache is not None:  # what a finished row's stored KV holds
+                    for seq in self._running:
+                        seq.fed.append(seq.next_token)
                 logits = self._batch.decode([s.next_token for s in self._running])
                 self.num_steps += 1
                 self.last_step_num_seqs = len(self._running)
@@ -137,16 +138,16 @@ class Scheduler(SchedulerThread):
         self._sample_rows(group, logits, outputs)
 
     def _stored_prefix(self, seq: Sequence) -> tuple[Any, int]:
-        if self.prefix_cache is None or seq.images:
+        if self.prefix_cache is None:  # (always None for a vision model: _plain_kv_layers)
             return None, 0
         stored, match = self.prefix_cache.best(seq.prompt)
         return (stored, match) if match >= MIN_REUSED_TOKENS else (None, 0)
 
     def _store(self, row: int, seq: Sequence) -> None:
-        """Copy a finished row's KV to the prefix store, unless it is short, has images, or is there."""
+        """Copy a finished row's KV to the prefix store, unless it is short or already there."""
         cache = self.prefix_cache
         tokens = seq.prompt + seq.fed
-        if cache is None or seq.images or len(tokens) < MIN_STORED_TOKENS or cache.covers(tokens):
+        if cache is None or len(tokens) < MIN_STORED_TOKENS or cache.covers(tokens):
             return
         if self._batch.row_length(row) != len(tokens):  # not what this row's cache holds: keep nothing
             log.warning(
