@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -21,12 +21,15 @@ from pydantic_settings import (
 )
 
 from llmhost.config_file import read_config_file
+from llmhost.config_media import MediaSettings
+from llmhost.config_ray import RaySettings
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LLMHOST_", extra="forbid", validate_default=True)
+class ServerSettings(BaseModel):
+    """Every setting but those of images (config_media.py) and Ray (config_ray.py); `Settings` reads them
+    all from flags, the environment and YAML."""
 
     model: str | None = Field(
         None,
@@ -119,51 +122,6 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Most messages one conversation may carry (chat `messages`, simple API `history`); "
         "more is a 400.",
-    )
-    # -- images in conversations (a vision model on an engine that reads images) --------------------------
-    max_images_per_prompt: int = Field(
-        8,
-        ge=0,
-        le=256,
-        description="Most images one conversation may carry (vLLM's --limit-mm-per-prompt); more is a 400.",
-    )
-    max_image_mb: float = Field(
-        10.0,
-        gt=0,
-        le=1024,
-        description="Largest image in MiB (encoded: the PNG/JPEG/WebP file); more is a 400.",
-    )
-    max_image_pixels: int = Field(
-        40_000_000,
-        ge=1,
-        description="Largest image in pixels (width x height) that is decoded; more is a 400 (read from the "
-        "header first: a small file can unpack into gigabytes). Images are then resized to the model's own "
-        "pixel budget.",
-    )
-    max_image_tokens: int | None = Field(
-        None,
-        ge=1,
-        description="Most tokens one image may become: larger images are scaled down to fit (lowers the "
-        "model's own budget, e.g. Qwen2.5-VL's 16384). Default: the model's image processor decides.",
-    )
-    mmproj: str | None = Field(
-        None,
-        description="The vision projector of a GGUF vision model, for the llama.cpp engine (llama-server's "
-        "--mmproj), e.g. mmproj-Qwen2.5-VL-3B-Instruct-f16.gguf. Default: an mmproj*.gguf beside the model "
-        "file, when there is one; 'none' serves the model for text only.",
-    )
-    allowed_local_media_path: str | None = Field(
-        None,
-        description="Folder that `file://` image URLs may be read from (as vLLM's flag of the same name); "
-        "paths outside it are refused. Default: no local files.",
-    )
-    allow_remote_images: bool = Field(
-        False,
-        description="Fetch `http(s)://` image URLs (the server then makes requests to addresses clients "
-        "name). Off by default: send images inline as base64 `data:` URLs.",
-    )
-    image_fetch_timeout: float = Field(
-        10.0, gt=0, le=600, description="Seconds fetching one remote image may take (--allow-remote-images)."
     )
     batch_mode: bool = Field(
         False,
@@ -333,78 +291,6 @@ class Settings(BaseSettings):
         "CUDA_VISIBLE_DEVICES, e.g. 0,2.",
     )
 
-    # -- Ray Serve: the same app as replicas across a Ray cluster (docs/ray.md) -------------------------
-    ray: bool = Field(
-        False,
-        description="Serve through Ray Serve: --ray-replicas copies of this app, each with its own engine, "
-        "on a Ray cluster, behind Ray's HTTP proxy on --host/--port (needs `pip install 'llmhost[ray]'`).",
-    )
-    ray_address: str | None = Field(
-        None,
-        description="With --ray: the cluster to deploy to (its head's HOST:PORT, ray://HOST:PORT, or auto). "
-        "Default: start a one-node cluster in this process.",
-    )
-    ray_replicas: int = Field(
-        1, ge=1, le=4096, description="With --ray: replicas to run, each loading the model (no autoscaling)."
-    )
-    ray_min_replicas: int | None = Field(
-        None, ge=0, le=4096, description="With --ray-max-replicas: the fewest replicas autoscaling keeps."
-    )
-    ray_max_replicas: int | None = Field(
-        None,
-        ge=1,
-        le=4096,
-        description="With --ray: autoscale between --ray-min-replicas (default 1) and this many replicas on "
-        "the requests in flight (--ray-target-ongoing-requests); --ray-replicas is then unused.",
-    )
-    ray_target_ongoing_requests: float | None = Field(
-        None,
-        gt=0,
-        description="With autoscaling: requests in flight per replica Ray Serve aims for. Default: "
-        "--max-num-seqs (what a replica decodes at once).",
-    )
-    ray_num_cpus: float | None = Field(
-        None,
-        ge=0,
-        description="With --ray: CPUs Ray reserves for each replica. Default: --threads, else 1; the "
-        "llama.cpp engine runs that many threads unless --threads says otherwise.",
-    )
-    ray_num_gpus: float | None = Field(
-        None,
-        ge=0,
-        description="With --ray: GPUs Ray reserves for each replica. Default: --tensor-parallel-size x "
-        "--replicas for vllm, sglang and lmdeploy, else 0.",
-    )
-    ray_ingress_replicas: int = Field(
-        1,
-        ge=1,
-        le=1024,
-        description="With --ray: replicas of the ingress, which reads each request and relays it to the "
-        "replica that has its conversation or prompt prefix cached.",
-    )
-    ray_affinity_max_imbalance: int = Field(
-        8,
-        ge=0,
-        description="With --ray: a request keeps to the replica that has its session or prefix cached "
-        "unless that one has this many more requests in flight than the least busy (0: load only).",
-    )
-    ray_proxy_location: Literal["HeadOnly", "EveryNode"] = Field(
-        "HeadOnly",
-        description="With --ray: where Ray's HTTP proxy listens on --host/--port: the head node only, or "
-        "every node (put a load balancer in front).",
-    )
-
-    @model_validator(mode="after")
-    def _check_ray_autoscaling(self) -> Settings:
-        if self.ray_min_replicas is not None and self.ray_max_replicas is None:
-            raise ValueError("--ray-min-replicas needs --ray-max-replicas (autoscaling between the two)")
-        if self.ray_max_replicas is not None and (self.ray_min_replicas or 0) > self.ray_max_replicas:
-            raise ValueError(
-                f"--ray-min-replicas ({self.ray_min_replicas}) must not exceed "
-                f"--ray-max-replicas ({self.ray_max_replicas})"
-            )
-        return self
-
     @field_validator(
         "served_model_name",
         "api_key",
@@ -450,16 +336,8 @@ class Settings(BaseSettings):
                 raise ValueError(exc.message) from exc
         return value
 
-    @field_validator("allowed_local_media_path")
-    @classmethod
-    def _media_folder_exists(cls, value: str | None) -> str | None:
-        # Checked now: a typo would otherwise show only as every file:// image being refused.
-        if value is not None and not Path(value).is_dir():
-            raise ValueError(f"{value} is not a folder")
-        return value
-
     @model_validator(mode="after")
-    def _check_batch_holds_every_sequence(self) -> Settings:
+    def _check_batch_holds_every_sequence(self) -> ServerSettings:
         # Every running sequence feeds one token per step; a step larger than the engine's batch would
         # overflow what the llama.cpp context was created for (an abort that loses every request).
         if self.max_num_batched_tokens < self.max_num_seqs:
@@ -473,6 +351,11 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+
+class Settings(RaySettings, MediaSettings, ServerSettings, BaseSettings):
+    # Fields in declaration order: the server's, the images', then Ray's (the bases' reverse order).
+    model_config = SettingsConfigDict(env_prefix="LLMHOST_", extra="forbid", validate_default=True)
 
     @classmethod
     def settings_customise_sources(

@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from llmhost.conversation.qwen3_coder_calls import schema_types
+from llmhost.conversation.schema_values import schema_types
 from llmhost.conversation.structured import json_object_grammar, schema_to_grammar
 from llmhost.errors import InvalidRequest
 

@@ -31,13 +31,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 import httpx
 
+from llmhost.rewards.judge_io import completion_text, error_message, retry_after_s, run_sync
 from llmhost.rewards.letters import (
     JUDGE_MAX_TOKENS,
     JUDGE_SYSTEM_PROMPT,
@@ -317,10 +317,10 @@ class ConsistencyJudge:
                         return response.json()
                     except ValueError as exc:
                         raise JudgeUnavailable(f"{method} {path} answered non-JSON: {exc}") from exc
-                last = f"HTTP {response.status_code}: {_error_message(response)}"
+                last = f"HTTP {response.status_code}: {error_message(response)}"
                 if response.status_code not in _RETRY_STATUSES:
                     raise JudgeUnavailable(f"{method} {path} failed with {last}")
-                retry_after = _retry_after_s(response)
+                retry_after = retry_after_s(response)
             if attempt < self.config.max_retries:
                 await asyncio.sleep(self._backoff_s(attempt, retry_after))
         raise JudgeUnavailable(
@@ -332,63 +332,6 @@ class ConsistencyJudge:
             return min(retry_after, self.config.max_backoff_s)
         wait = min(self.config.backoff_s * 2**attempt, self.config.max_backoff_s)
         return wait * random.uniform(0.8, 1.2)  # jitter: a batch of failed calls does not retry in step
-
-
-def _error_message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200] or response.reason_phrase
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        for key in ("error", "detail", "message"):
-            if isinstance(body.get(key), str):
-                return body[key]
-    return str(body)[:200]
-
-
-def _retry_after_s(response: httpx.Response) -> float | None:
-    try:
-        return max(0.0, float(response.headers.get("retry-after", "")))
-    except ValueError:
-        return None
-
-
-def completion_text(completion: Any) -> str:
-    """A completion as text: a string, or (TRL's conversational form) a list of messages whose last
-    one holds the text."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict):
-        return str(completion.get("content") or "")
-    if isinstance(completion, Sequence) and completion and isinstance(completion[-1], dict):
-        return str(completion[-1].get("content") or "")
-    raise TypeError(f"a completion must be a string or a list of messages, not {type(completion).__name__}")
-
-
-def run_sync(coro: Any) -> Any:
-    """Run a coroutine to its end from synchronous code, even when this thread already runs an event
-    loop (a notebook, an async trainer): then it runs on a short-lived thread of its own."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = asyncio.run(coro)
-        except BaseException as exc:  # handed to the caller's thread
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, name="llmhost-reward")
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
 
 
 # -- the plain functions ---------------------------------------------------------------------------

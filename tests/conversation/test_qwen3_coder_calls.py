@@ -7,12 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from llmhost.conversation.qwen3_coder_calls import (
-    Qwen3CoderParser,
-    convert_value,
-    parse_qwen3_coder_calls,
-    schema_types,
-)
+from llmhost.conversation.qwen3_coder_calls import Qwen3CoderParser, parse_qwen3_coder_calls
+from llmhost.conversation.schema_values import convert_value, schema_types
 from llmhost.conversation.template import ChatTemplate
 from llmhost.conversation.tool_formats import HERMES, QWEN3_CODER
 from llmhost.conversation.tool_prompt import qwen3_coder_forced_prefix, qwen3_coder_system_text

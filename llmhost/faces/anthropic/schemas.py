@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import Field, StrictBool, StrictInt, StrictStr
 
 from llmhost.conversation.reasoning import ReasoningParserName
 from llmhost.conversation.tool_formats import ToolCallFormat
@@ -34,103 +34,25 @@ from llmhost.media import ImagePart
 from llmhost.pipeline import ChatInput
 from llmhost.types import SamplingParams
 
+from .content import (
+    ImageBlock,
+    InputMessage,
+    RedactedThinkingBlock,
+    RequestModel,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+)
+
 Number = Annotated[float, Field(strict=True)]
 # Claude Code's system prompt starts with a per-request attribution line; it means nothing to the model
 # and, changing on every request, would defeat prefix caching (vLLM drops it too).
 BILLING_HEADER = "x-anthropic-billing-header"
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-
-# -- content blocks ----------------------------------------------------------------------------------
-class TextBlock(_Request):
-    type: Literal["text"]
-    text: StrictStr
-
-
-class Base64ImageSource(_Request):
-    type: Literal["base64"]
-    media_type: Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
-    data: StrictStr
-
-    def url(self) -> str:
-        return f"data:{self.media_type};base64,{self.data}"
-
-
-class URLImageSource(_Request):
-    type: Literal["url"]
-    url: StrictStr
-
-
-class ImageBlock(_Request):
-    type: Literal["image"]
-    source: Annotated[Base64ImageSource | URLImageSource, Field(discriminator="type")]
-
-    def part(self, param: str) -> ImagePart:
-        source = self.source
-        return ImagePart(source.url() if isinstance(source, Base64ImageSource) else source.url, param)
-
-
-class DocumentBlock(_Request):
-    type: Literal["document"]
-
-
-class ToolUseBlock(_Request):
-    type: Literal["tool_use"]
-    id: StrictStr
-    name: StrictStr
-    input: dict[str, Any]
-
-
-class ToolResultBlock(_Request):
-    type: Literal["tool_result"]
-    tool_use_id: StrictStr
-    content: (
-        StrictStr
-        | list[Annotated[TextBlock | ImageBlock | DocumentBlock, Field(discriminator="type")]]
-        | None
-    ) = None
-    is_error: StrictBool | None = None
-
-
-class ThinkingBlock(_Request):
-    type: Literal["thinking"]
-    thinking: StrictStr
-
-
-class RedactedThinkingBlock(_Request):
-    type: Literal["redacted_thinking"]  # encrypted Claude thinking: nothing a local model can read
-
-
-InputBlock = Annotated[
-    TextBlock
-    | ImageBlock
-    | DocumentBlock
-    | ToolUseBlock
-    | ToolResultBlock
-    | ThinkingBlock
-    | RedactedThinkingBlock,
-    Field(discriminator="type"),
-]
-
-
-def _standard_role(role: Any) -> Any:
-    # Newer Claude Code versions send `ctx` and `msg` turns; they are user turns (vLLM maps them too).
-    return "user" if role in ("ctx", "msg") else role
-
-
-class InputMessage(_Request):
-    role: Annotated[Literal["user", "assistant", "system"], BeforeValidator(_standard_role)]
-    content: StrictStr | list[InputBlock]
-
-    def blocks(self) -> list[Any]:
-        return [TextBlock(type="text", text=self.content)] if isinstance(self.content, str) else self.content
-
-
 # -- tools and thinking ------------------------------------------------------------------------------
-class ToolDefinition(_Request):
+class ToolDefinition(RequestModel):
     type: StrictStr | None = None  # a client tool: absent or "custom"; others are Anthropic's server tools
     name: StrictStr = Field(min_length=1)
     description: StrictStr | None = None
@@ -146,7 +68,7 @@ class ToolDefinition(_Request):
         return {"type": "function", "function": function}
 
 
-class ToolChoice(_Request):
+class ToolChoice(RequestModel):
     type: Literal["auto", "any", "tool", "none"]
     name: StrictStr | None = None
     disable_parallel_tool_use: StrictBool = False
@@ -157,7 +79,7 @@ class ToolChoice(_Request):
         return {"auto": "auto", "any": "required", "none": "none"}[self.type]
 
 
-class ThinkingConfig(_Request):
+class ThinkingConfig(RequestModel):
     type: Literal["enabled", "disabled", "adaptive"]
     budget_tokens: StrictInt | None = Field(None, ge=1)
 
@@ -166,13 +88,13 @@ class ThinkingConfig(_Request):
         return self.type != "disabled"
 
 
-class OutputConfig(_Request):
+class OutputConfig(RequestModel):
     effort: StrictStr | None = None
     format: dict[str, Any] | None = None
 
 
 # -- requests ----------------------------------------------------------------------------------------
-class _Conversation(_Request):
+class _Conversation(RequestModel):
     """What `/v1/messages` and `/v1/messages/count_tokens` both render."""
 
     model: StrictStr
