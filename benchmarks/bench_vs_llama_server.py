@@ -200,6 +200,7 @@ class Config:
     llmhost_args: list[str]
     json_path: str | None
     quiet_wait: float
+    rounds: int
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -219,6 +220,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="most seconds to wait before each phase for other work to leave the CPUs (default 30)",
     )
     p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run everything this many times, contenders in a rotated order each round, and report the "
+        "medians (the box drifts by more than the margins between runs; 3 takes three times as long)",
+    )
+    p.add_argument(
         "--bin-dir", default=str(DEFAULT_BIN_DIR), help="folder with llama-server, llama-bench, ..."
     )
     a = p.parse_args(argv)
@@ -228,6 +236,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         p.error(f"unknown workload(s) {unknown}; choose among {WORKLOADS}")
     if unknown := [c for c in contenders if c not in CONTENDERS]:
         p.error(f"unknown contender(s) {unknown}; choose among {CONTENDERS}")
+    if a.rounds < 1:
+        p.error("--rounds must be at least 1")
     model = a.model or default_model_path()
     if not os.path.isfile(model):
         sys.exit(f"model file not found: {model}")
@@ -241,6 +251,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         llmhost_args=shlex.split(a.llmhost_args),
         json_path=a.json_path,
         quiet_wait=a.quiet_wait,
+        rounds=a.rounds,
     )
 
 
@@ -332,6 +343,7 @@ class Reply:
     usage: dict | None = None
     timings: dict | None = None
     seconds: float = 0.0
+    chunks: int = 0  # content chunks (a chunk can carry more than one token)
 
     @property
     def prompt_tokens(self) -> int | None:
@@ -369,8 +381,9 @@ async def post(client: httpx.AsyncClient, url: str, body: dict, stream: bool = F
         return await client.send(client.build_request("POST", url, json=body), stream=stream)
 
 
-async def stream(client: httpx.AsyncClient, url: str, body: dict) -> Reply:
-    """One streaming request to /v1/completions or /v1/chat/completions."""
+async def stream(client: httpx.AsyncClient, url: str, body: dict, seen: list[int] | None = None) -> Reply:
+    """One streaming request to /v1/completions or /v1/chat/completions; `seen[0]` (if given) counts the
+    content chunks as they arrive."""
     body = body | {"stream": True, "stream_options": {"include_usage": True}}
     reply, chunks, parts = Reply(), 0, []
     start = time.perf_counter()
@@ -390,10 +403,13 @@ async def stream(client: httpx.AsyncClient, url: str, body: dict) -> Reply:
                 if piece:
                     chunks += 1
                     parts.append(piece)
+                    if seen is not None:
+                        seen[0] += 1
     finally:
         await resp.aclose()
     reply.seconds = time.perf_counter() - start
     reply.text = "".join(parts)
+    reply.chunks = chunks
     usage_tokens = (reply.usage or {}).get("completion_tokens")
     reply.tokens = usage_tokens if usage_tokens is not None else chunks
     return reply
@@ -461,22 +477,38 @@ async def run_single(server: Server, sizes: Sizes) -> Results:
 
 
 async def run_staggered(server: Server, sizes: Sizes) -> Results:
-    async def client_loop(client: httpx.AsyncClient, c: int) -> tuple[int, int]:
+    """Two rates: over the whole run (it ends with a drain, the clients with the most tokens left running
+    alone), and while all 8 clients are active (from the start until the first one has sent its last
+    request and got the answer): the rate to hold against raw decode of 8 sequences."""
+    seen = [0]  # content chunks received so far, by every client
+    window: list[tuple[float, int]] = []  # (seconds, chunks) when the first client finished its list
+
+    async def client_loop(client: httpx.AsyncClient, c: int) -> tuple[int, int, int]:
         rng = random.Random(SEED + c)
-        got = want = 0
+        got = want = chunks = 0
         for i in range(sizes.staggered_per_client):
             n = rng.randint(16, 112)
             prompt = PROMPTS[(c + i) % len(PROMPTS)]
-            got += (await stream(client, server.base + "/v1/completions", completion(prompt, n))).tokens
-            want += n
-        return got, want
+            reply = await stream(client, server.base + "/v1/completions", completion(prompt, n), seen)
+            got, want, chunks = got + reply.tokens, want + n, chunks + reply.chunks
+        if not window:
+            window.append((time.perf_counter() - start, seen[0]))
+        return got, want, chunks
 
     async with new_client() as client:
         start = time.perf_counter()
         counts = await asyncio.gather(*(client_loop(client, c) for c in range(SLOTS)))
         elapsed = time.perf_counter() - start
-    got, want = sum(g for g, _ in counts), sum(w for _, w in counts)
-    return {"staggered_tok_s": got / elapsed, "staggered_note": None if got == want else f"{got}/{want} tok"}
+    got, want, chunks = (sum(c[i] for c in counts) for i in range(3))
+    # Tokens in the window: chunks counted as they came, scaled by the run's tokens per chunk (llmhost
+    # holds an incomplete UTF-8 character back and sends it with the next token).
+    window_s, window_chunks = window[0]
+    steady = window_chunks * (got / chunks) / window_s if chunks and window_s > 0 else None
+    return {
+        "staggered_tok_s": got / elapsed,
+        "staggered_steady_tok_s": steady,
+        "staggered_note": None if got == want else f"{got}/{want} tok",
+    }
 
 
 async def run_shared(server: Server, sizes: Sizes) -> Results:
@@ -736,6 +768,7 @@ def bench_raw(cfg: Config) -> dict:
 ROWS = [
     ("single_tok_s", "single: 1 stream x 64 tok, tok/s", "high"),
     ("staggered_tok_s", "staggered: 8 clients 16-112 tok, tok/s", "high"),
+    ("staggered_steady_tok_s", "staggered: while all 8 active, tok/s", "high"),
     ("shared_req_s", "shared block: steady req/s (8 clients)", "high"),
     ("shared_cold_s", "shared block: cold round of 8, s", "low"),
     ("shared_prompt_tokens", "shared block: prompt tokens/req", "count"),
@@ -815,6 +848,7 @@ def print_table(cfg: Config, results: dict[str, dict], raw: dict) -> dict:
         for label, key, den in (
             ("single tok/s / S_TG(1)", "single_tok_s", raw["raw_tg1_tok_s"]),
             ("staggered tok/s / S_TG(8)", "staggered_tok_s", raw["raw_tg8_tok_s"]),
+            ("staggered 8 active tok/s / S_TG(8)", "staggered_steady_tok_s", raw["raw_tg8_tok_s"]),
             ("shared cold prefill tok/s / pp512", "shared_cold_prefill_tok_s", raw["raw_prefill_tok_s"]),
         ):
             cells = [results[k].get(key) for k in keys]
@@ -826,6 +860,50 @@ def print_table(cfg: Config, results: dict[str, dict], raw: dict) -> dict:
         print(f"* other processes used more than {BUSY_WARN:.0%} of the CPUs during that workload")
     print("ratio: llmhost / best llama-server as a speed (>1: llmhost faster; seconds inverted)")
     return ratios
+
+
+def median_of_rounds(rounds: list[dict]) -> dict:
+    """One dict from each round's: numbers -> their median (CPU shares of other processes -> the
+    highest), anything else -> the first round's."""
+    out: dict = {}
+    for key in dict.fromkeys(k for r in rounds for k in r):
+        values = [r.get(key) for r in rounds if r.get(key) is not None]
+        numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        if numbers and len(numbers) == len(values):
+            out[key] = max(numbers) if key.endswith("_others_cpu") else statistics.median(numbers)
+        else:
+            out[key] = values[0] if values else None
+    return out
+
+
+HEADLINE = [  # (key, better) whose ratio is shown round by round
+    ("single_tok_s", "high"),
+    ("staggered_tok_s", "high"),
+    ("staggered_steady_tok_s", "high"),
+    ("shared_req_s", "high"),
+    ("shared_cold_s", "low"),
+]
+
+
+def print_rounds(result_rounds: list[dict[str, dict]], raw_rounds: list[dict]) -> None:
+    """Each round's llmhost / best llama-server ratio (and the median of those): the run-to-run spread."""
+    print("\nround by round, llmhost / best llama-server (median of the rounds last):")
+    for key, better in HEADLINE:
+        ratios = []
+        for rnd in result_rounds:
+            ours = rnd.get("llmhost", {}).get(key)
+            ratios.append(speed_ratio(ours, [v.get(key) for k, v in rnd.items() if k != "llmhost"], better))
+        known = [r for r in ratios if r is not None]
+        if known:
+            shown = " ".join(fmt(r) if r is not None else "n/a" for r in ratios)
+            print(f"  {key:<28} {shown}   median {fmt(statistics.median(known))}")
+    tg8 = [r.get("raw_tg8_tok_s") for r in raw_rounds]
+    for key in ("staggered_tok_s", "staggered_steady_tok_s"):
+        pairs = [(rnd.get("llmhost", {}).get(key), den) for rnd, den in zip(result_rounds, tg8, strict=False)]
+        shares = [ours / den for ours, den in pairs if ours and den]
+        if shares:
+            shown = " ".join(fmt(x) for x in shares)
+            print(f"  {key + ' / S_TG(8)':<28} {shown}   median {fmt(statistics.median(shares))}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -843,21 +921,31 @@ def main(argv: list[str] | None = None) -> int:
         f"{'quick' if cfg.quick else 'full'} run; workloads {','.join(cfg.only)}; load average {load}"
     )
     started = time.monotonic()
-    raw: dict = {}
-    if "raw" in cfg.only:
-        print("- raw limits (llama-bench, llama-batched-bench; no server running)")
-        raw = bench_raw(cfg)
-    results: dict[str, dict] = {}
-    for contender in contenders(cfg):
-        print(f"- {contender.label}")
-        try:
-            results[contender.key] = bench_contender(cfg, contender)
-        except (RuntimeError, httpx.HTTPError) as exc:
-            print(f"ERROR: {contender.label}: {exc}", file=sys.stderr)
-            return 1
-        got = results[contender.key]
-        if got.get("shared_cold_s") and got.get("shared_prompt_tokens"):
-            got["shared_cold_prefill_tok_s"] = SLOTS * got["shared_prompt_tokens"] / got["shared_cold_s"]
+    raw_rounds: list[dict] = []
+    result_rounds: list[dict[str, dict]] = []
+    for r in range(cfg.rounds):
+        if cfg.rounds > 1:
+            print(f"= round {r + 1} of {cfg.rounds}")
+        if "raw" in cfg.only:
+            print("- raw limits (llama-bench, llama-batched-bench; no server running)")
+            raw_rounds.append(bench_raw(cfg))
+        every = contenders(cfg)
+        results: dict[str, dict] = {}
+        for contender in every[r % len(every) :] + every[: r % len(every)]:  # each goes first in turn
+            print(f"- {contender.label}")
+            try:
+                results[contender.key] = bench_contender(cfg, contender)
+            except (RuntimeError, httpx.HTTPError) as exc:
+                print(f"ERROR: {contender.label}: {exc}", file=sys.stderr)
+                return 1
+            got = results[contender.key]
+            if got.get("shared_cold_s") and got.get("shared_prompt_tokens"):
+                got["shared_cold_prefill_tok_s"] = SLOTS * got["shared_prompt_tokens"] / got["shared_cold_s"]
+        result_rounds.append(results)
+    raw = median_of_rounds(raw_rounds)
+    results = {k: median_of_rounds([rnd[k] for rnd in result_rounds]) for k in result_rounds[0]}
+    if cfg.rounds > 1:
+        print_rounds(result_rounds, raw_rounds)
     ratios = print_table(cfg, results, raw)
     print(f"\ntotal {time.monotonic() - started:.0f}s")
     if cfg.json_path:
@@ -870,9 +958,11 @@ def main(argv: list[str] | None = None) -> int:
                 "quick": cfg.quick,
                 "workloads": list(cfg.only),
                 "llmhost_args": cfg.llmhost_args,
+                "rounds": cfg.rounds,
             },
             "raw": raw,
             "results": results,
+            "rounds": {"raw": raw_rounds, "results": result_rounds},
             "ratios_llmhost_over_best_llama_server": ratios,
         }
         Path(cfg.json_path).write_text(json.dumps(out, indent=2))
