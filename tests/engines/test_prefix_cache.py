@@ -194,6 +194,32 @@ async def test_an_evicted_prefix_is_restored_from_host_ram_with_the_same_answer(
         await small.close()
 
 
+async def test_a_state_host_ram_cannot_take_is_computed_again_and_serving_goes_on(
+    model_path, plain, monkeypatch
+):
+    """Saving a state can fail (no memory map left: vm.max_map_count, or RAM): the prefix is then
+    computed again, as without the cache, and no request fails."""
+    from llmhost.engines.llamacpp.backend import LlamaContext
+
+    def no_map_left(self, seq_id):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(LlamaContext, "save_seq", no_map_left)
+    small = await _engine(model_path, prefix_caching=True, max_num_seqs=2, ram_bytes=64 * 2**20)
+    try:
+        prompt = small.tokenize("Narwhal minutes. " + RUBRIC + ITEMS[1])
+        reference = await answer(plain, prompt)
+        await answer(small, prompt)
+        others = [small.tokenize(f"{word} " + ITEMS[i]) for i, word in ((2, "Tapir"), (4, "Ibex"))]
+        await asyncio.gather(*(answer(small, p) for p in others))  # overwrite the slot: the save fails
+        again = await answer(small, prompt)
+        assert again.usage.cached_tokens == 0
+        assert small.stats().prefix_cache_ram_bytes == 0
+        assert_greedy_close(reference.run, again.run, "computed again")
+    finally:
+        await small.close()
+
+
 async def test_host_ram_states_stay_within_their_bound_least_recently_used_first(model_path):
     probe = await _engine(model_path, prefix_caching=True, max_num_seqs=1, ram_bytes=256 * 2**20)
     heads = [f"{word} ledger. " + RUBRIC for word in ("Walrus", "Puffin", "Marmot")]

@@ -347,8 +347,14 @@ class Scheduler(SchedulerThread):
         for other in self._slots.slots:
             if other is not slot and len(other.tokens) >= n and common_prefix_len(other.tokens, tokens) == n:
                 return
-        if not cache.covers(tokens):
-            cache.put(tokens, self._ctx.save_seq(slot.index))
+        if cache.covers(tokens):
+            return
+        try:
+            state = self._ctx.save_seq(slot.index)
+        except OSError as exc:  # no memory map left (vm.max_map_count, RAM): the prefix is computed again
+            log.warning("could not keep a prefix of %d tokens in host RAM: %s", n, exc)
+            return
+        cache.put(tokens, state)
 
     def _count_reuse(self, seq: Sequence) -> None:
         seq.num_cached_prompt = seq.num_cached
