@@ -13,6 +13,7 @@ of that row adds (0 for text rows), so rows with different images decode side by
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -101,16 +102,17 @@ class PaddedBatch:
         return int(self.mask[row].sum())
 
     def row_kv(self, row: int, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """A copy of the KV of `row`'s first `length` tokens, on the CPU (for `prefill_after` later)."""
+        """A copy of the KV of `row`'s first `length` tokens, on the CPU (for `prefill_after` later), in
+        pages of its own (`copy_to_own_pages`)."""
         assert self.mask is not None
         start = self.mask.shape[1] - self.row_length(row)  # the row's tokens: a run at the right end
-        return [
-            (
-                layer.keys[row : row + 1, :, start : start + length].to("cpu", copy=True),
-                layer.values[row : row + 1, :, start : start + length].to("cpu", copy=True),
-            )
+        rows = [
+            t[row : row + 1, :, start : start + length]
             for layer in self.cache.layers
+            for t in (layer.keys, layer.values)
         ]
+        copies = copy_to_own_pages(rows)
+        return list(zip(copies[0::2], copies[1::2], strict=True))
 
     def _with_images(
         self,
@@ -190,3 +192,24 @@ class PaddedBatch:
 def _left_pad(kv: torch.Tensor, columns: int) -> torch.Tensor:
     """[rows, heads, length, dim] -> zeros on the left of `length`."""
     return torch.nn.functional.pad(kv, (0, 0, columns, 0)) if columns else kv
+
+
+def copy_to_own_pages(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """CPU copies of `tensors`, all in one anonymous mmap that goes back to the OS once the last copy
+    is dropped.
+
+    The prefix store keeps and evicts such copies all the time: from the heap, glibc served them from
+    arenas that fragmented, and a 3-minute mixed load ended with RSS 2.5x its idle size beyond the
+    store's own bytes (1.45x without the store)."""
+    sizes = [t.numel() * t.element_size() for t in tensors]
+    pages = mmap.mmap(-1, max(sum(sizes), 1))
+    copies, offset = [], 0
+    for tensor, size in zip(tensors, sizes, strict=True):
+        # Each view holds a reference to `pages`, which stays mapped while any of them lives.
+        if size == 0:  # frombuffer refuses an empty view
+            copies.append(torch.empty(tensor.shape, dtype=tensor.dtype))
+            continue
+        view = torch.frombuffer(pages, dtype=tensor.dtype, count=tensor.numel(), offset=offset)
+        copies.append(view.view(tensor.shape).copy_(tensor))
+        offset += size
+    return copies
