@@ -59,7 +59,8 @@ async def cache_bytes(client: httpx.AsyncClient, server: vs.Server) -> float:
 
 
 async def wait_idle(client: httpx.AsyncClient, server: vs.Server) -> None:
-    """Until nothing runs or waits (at most 60 s), then a moment for the allocator to settle."""
+    """Until nothing runs or waits (at most 60 s), then 3 s: the engine thread gives freed heap back to
+    the OS once it has idled for a second."""
     for _ in range(120):
         text = await vs.fetch_metrics(client, server) or ""
         busy = (vs.metric_sum(text, "vllm:num_requests_running") or 0) + (
@@ -68,7 +69,7 @@ async def wait_idle(client: httpx.AsyncClient, server: vs.Server) -> None:
         if busy == 0:
             break
         await asyncio.sleep(0.5)
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(3.0)
 
 
 class Client:

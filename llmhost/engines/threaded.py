@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import itertools
 import logging
 import threading
@@ -195,6 +197,28 @@ class DeltaBridge:
                 scheduler.abort(seq)
 
 
+IDLE_WAIT_S = 1.0  # an idle engine thread looks for work (and stopping) this often
+
+
+def release_free_heap() -> None:
+    """Give the heap's free pages back to the OS (glibc's `malloc_trim`; nothing where it is missing).
+
+    glibc keeps what a burst freed (a padded batch's KV, activations, request buffers) mapped for reuse, so
+    RSS stays at the burst's peak; the engine thread calls this once it has been idle for `IDLE_WAIT_S`
+    after some work. It takes milliseconds, with the GIL released (ctypes)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None  # glibc's malloc_trim, False where there is none, None before the first call
+
+
 class SchedulerThread:
     """The waiting queue, the wake-up event and the thread of a scheduler; subclasses write `_run`,
     which pops `_waiting` (under `_waiting_lock`), keeps `_running`, and skips sequences whose
@@ -243,11 +267,15 @@ class SchedulerThread:
 
     # -- the engine thread -----------------------------------------------------------------------
     def _run(self) -> None:
+        steps_at_last_trim = 0
         with self._thread_context():
             while not self._is_stopping:
                 if not self._running and not self._waiting:
-                    self._wake.wait(timeout=1.0)
+                    is_woken = self._wake.wait(timeout=IDLE_WAIT_S)
                     self._wake.clear()
+                    if not is_woken and self.num_steps != steps_at_last_trim:
+                        steps_at_last_trim = self.num_steps  # once per idle spell that followed work
+                        release_free_heap()
                     continue
                 try:
                     self._step()

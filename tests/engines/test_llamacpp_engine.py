@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -231,3 +232,36 @@ def test_asking_the_cpu_build_for_gpu_layers_stops_serve_with_one_line(tmp_path)
     )
     assert done.returncode == 1, done.stderr
     assert "--n-gpu-layers 8 needs llama-cpp-python built with GPU support" in done.stderr
+
+
+async def test_an_idle_engine_gives_freed_heap_back_once_after_work(engine, monkeypatch):
+    """After a spell of work, the engine thread returns the heap's free pages to the OS once it has
+    idled for IDLE_WAIT_S (glibc keeps a burst's peak otherwise), and not again until there is new work."""
+    import llmhost.engines.threaded as threaded
+
+    trims: list[float] = []
+    monkeypatch.setattr(threaded, "IDLE_WAIT_S", 0.05)
+    monkeypatch.setattr(threaded, "release_free_heap", lambda: trims.append(time.monotonic()))
+    await asyncio.sleep(1.2)  # the thread leaves a wait begun with the old 1 s (and trims for earlier tests)
+    trims.clear()
+    params = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)
+    async for _ in engine.generate(engine.tokenize("Hello there,"), params):
+        pass
+    deadline = time.monotonic() + 10
+    while not trims and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert len(trims) == 1
+    await asyncio.sleep(0.5)  # idle on, with nothing new done: no second trim
+    assert len(trims) == 1
+
+
+def test_the_free_heap_is_given_back_through_glibc_where_it_runs():
+    import platform
+
+    import llmhost.engines.threaded as threaded
+
+    threaded.release_free_heap()
+    if platform.libc_ver()[0] == "glibc":
+        assert threaded._malloc_trim, "malloc_trim not found in glibc"
+    else:
+        assert threaded._malloc_trim is False
