@@ -99,3 +99,30 @@ async def test_the_store_stays_within_its_bound(model_path):
             assert 0 < engine.stats().prefix_cache_ram_bytes <= 12 * 2**20
     finally:
         await engine.close()
+
+
+async def test_a_prefix_host_ram_cannot_take_is_computed_again_and_serving_goes_on(model_path, monkeypatch):
+    """Copying a finished row to the store can fail (no memory map left: vm.max_map_count, or RAM): the
+    sequences still running go on, nothing is stored, and the same prompt is computed again."""
+    import llmhost.engines.transformers.batch as batch
+
+    def no_map_left(tensors):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(batch, "copy_to_own_pages", no_map_left)
+    engine = await _engine(model_path, 64 * 2**20)
+    try:
+        prompt = engine.tokenize("Ibis memo. " + RUBRIC + "Question: what is 3+3? Answer: 6.")
+        long_params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
+        # The short one finishes (and fails to be stored) while the long one is still decoding.
+        other = engine.tokenize("Otter notes. " + RUBRIC)
+        first, running = await asyncio.gather(
+            answer(engine, prompt, GREEDY), answer(engine, other, long_params)
+        )
+        assert len(running.tokens) == 24
+        second = await answer(engine, prompt, GREEDY)
+        assert second.usage.cached_tokens == 0
+        assert engine.stats().prefix_cache_ram_bytes == 0
+        assert_greedy_close(first.run, second.run, "computed again")
+    finally:
+        await engine.close()

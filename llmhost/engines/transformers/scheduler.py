@@ -157,7 +157,11 @@ class Scheduler(SchedulerThread):
                 len(tokens),
             )
             return
-        layers = self._batch.row_kv(row, len(tokens))
+        try:
+            layers = self._batch.row_kv(row, len(tokens))
+        except OSError as exc:  # no memory map left (vm.max_map_count, RAM): the prefix is computed again
+            log.warning("could not keep a prefix of %d tokens in host RAM: %s", len(tokens), exc)
+            return
         cache.put(tokens, layers, sum(k.nbytes + v.nbytes for k, v in layers))
 
     def _take_waiting(self) -> list[Sequence]:
