@@ -21,7 +21,8 @@ from llmhost.types import Delta, EngineInfo, EngineStats, PromptImage, SamplingP
 
 from .backend import ContextConfig, LlamaContext, LlamaModel, supports_gpu_offload
 from .sampler import check_grammar
-from .scheduler import Scheduler, Sequence
+from .scheduler import Scheduler
+from .sequence import Sequence
 from .vision import MtmdImage, VisionEncoder, find_mmproj, image_token_limits
 
 log = logging.getLogger("llmhost.llamacpp")

@@ -28,7 +28,7 @@ from .kv_slots import position_at
 from .vision import VisionEncoder
 
 if TYPE_CHECKING:
-    from .scheduler import Sequence
+    from .sequence import Sequence
 
 
 def keyed_prompt(prompt: list[int], images: Seq[PromptImage]) -> list[int]:

@@ -39,20 +39,18 @@ from __future__ import annotations
 import bisect
 import logging
 from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass
-from typing import Any
 
 from llmhost.engines.host_prefix_cache import HostPrefixCache, SavedPrefix
 from llmhost.engines.prompt_logprobs import score_rows
-from llmhost.engines.threaded import GenerationState, Outputs, SchedulerThread, prompt_only_delta, token_delta
+from llmhost.engines.threaded import Outputs, SchedulerThread, prompt_only_delta, token_delta
 from llmhost.errors import EngineError
-from llmhost.types import Delta, PromptImage, TokenLogprob
+from llmhost.types import Delta, TokenLogprob
 
 from .backend import Batch, LlamaContext, LlamaModel
-from .image_prefill import ImagePrefill, keyed_prompt, positions_saved
+from .image_prefill import ImagePrefill
 from .kv_slots import KvSlot, KvSlotTable, common_prefix_len, position_at
 from .sampler import SequenceSampler, token_logprob
+from .sequence import Sequence, slot_index
 from .vision import VisionEncoder
 
 log = logging.getLogger("llmhost.llamacpp")
@@ -68,56 +66,6 @@ MIN_RESTORE_GAIN = 32
 # Prompt positions whose logits one step asks for, for a sequence that scores its prompt: bounds
 # llama.cpp's host buffer of logits (vocabulary x outputs floats; 155 MB for Qwen's 152k at 256).
 PROMPT_LOGITS_PER_STEP = 256
-
-
-@dataclass(eq=False)
-class Sequence(GenerationState):
-    """One generation request as the llama.cpp scheduler sees it: its KV slot and sampler chain too."""
-
-    slot: KvSlot | None = None
-    sampler: SequenceSampler | None = None
-    # A prefilling sequence whose prompt shares `follow_len` leading tokens with this one: this one
-    # computes nothing until that prefix is in the cache, then copies it.
-    leader: Sequence | None = None
-    follow_len: int = 0
-    # A prompt with images: the images at their offsets (vision.MtmdImage data). `prompt` then holds
-    # each image's key where its placeholders were (what the slot records), `positions_saved` how many
-    # fewer positions than tokens the images take, and `encoding` the next image's embeddings while the
-    # vision encoder computes them.
-    images: tuple[PromptImage, ...] = ()
-    positions_saved: int = 0
-    encoding: Future[Any] | None = None
-    # With `params.prompt_logprobs`: the scores of the prompt positions computed so far (the first
-    # token's is None), handed to the first delta.
-    prompt_scores: list[TokenLogprob | None] | None = None
-
-    @property
-    def scores_prompt(self) -> bool:
-        return self.params.prompt_logprobs is not None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.images:
-            self.prompt = keyed_prompt(self.prompt, self.images)
-            self.positions_saved = positions_saved(self.images)
-
-    @property
-    def next_position(self) -> int:
-        """The position of the token fed next once the prompt is in (every image behind it)."""
-        return self.num_cached - self.positions_saved
-
-    @property
-    def num_cached(self) -> int:
-        """Tokens of this sequence (prompt, then fed outputs) whose KV is in its slot."""
-        return len(self.slot.tokens) if self.slot is not None else 0
-
-    @property
-    def is_prefilled(self) -> bool:
-        return self.num_cached >= len(self.prompt)
-
-
-def _slot_index(seq: Sequence) -> int:
-    return seq.slot.index if seq.slot is not None else -1
 
 
 class Scheduler(SchedulerThread):
@@ -274,7 +222,7 @@ class Scheduler(SchedulerThread):
             # Running sequences stay in slot order: with per-sequence streams llama.cpp runs one forward
             # pass per run of consecutive, increasing sequence ids (and a new sequence takes the lowest
             # free slot); with the unified pool the order does not matter.
-            bisect.insort(self._running, seq, key=_slot_index)
+            bisect.insort(self._running, seq, key=slot_index)
 
     def _prefilling_leader(self, prompt: list[int]) -> tuple[Sequence | None, int]:
         """The running sequence still computing the longest prefix of `prompt` (none that follows
