@@ -103,7 +103,8 @@ SLOTS = 8
 CTX_PER_SLOT = 8192
 REQUEST_TIMEOUT_S = 600.0
 WORKLOADS = ("raw", "single", "staggered", "shared", "multiturn", "rollouts", "n4")
-CONTENDERS = ("llmhost", "llama-server", "llama-server-kvu")
+CONTENDERS = ("llmhost", "llmhost-kvu", "llama-server", "llama-server-kvu")
+OURS = ("llmhost", "llmhost-kvu")  # the rest are the anchors llmhost is compared with
 SEED = 1234
 RULE_TOPICS = (  # 17 rules: with the header and an item, a prompt of ~705 SmolLM2 tokens
     "order numbers; shipping addresses; refund requests; damaged parcels; late deliveries; payment failures; "
@@ -271,12 +272,12 @@ class Contender:
     kind: str  # "llmhost" or "llama": where its counters and per-request cache numbers come from
 
 
-def llmhost_argv(cfg: Config, port: int) -> list[str]:
+def llmhost_argv(cfg: Config, port: int, *extra: str) -> list[str]:
     exe = Path(sys.executable).parent / "llmhost"
     head = [str(exe)] if exe.exists() else [sys.executable, "-m", "llmhost"]
     flags = f"--host {HOST} --port {port} --threads {THREADS} --max-num-seqs {SLOTS}"
     flags += f" --max-model-len {CTX_PER_SLOT} --flash-attn --log-level warning"
-    return [*head, "serve", "--model", cfg.model, *flags.split(), *cfg.llmhost_args]
+    return [*head, "serve", "--model", cfg.model, *flags.split(), *extra, *cfg.llmhost_args]
 
 
 def llama_server_argv(cfg: Config, port: int, unified: bool) -> list[str]:
@@ -288,6 +289,12 @@ def llama_server_argv(cfg: Config, port: int, unified: bool) -> list[str]:
 def contenders(cfg: Config) -> list[Contender]:
     every = [
         Contender("llmhost", "llmhost", lambda port: llmhost_argv(cfg, port), "llmhost"),
+        Contender(
+            "llmhost-kvu",
+            "llmhost --kv-unified",
+            lambda port: llmhost_argv(cfg, port, "--kv-unified"),
+            "llmhost",
+        ),
         Contender("llama-server", "llama-server", lambda port: llama_server_argv(cfg, port, False), "llama"),
         Contender(
             "llama-server-kvu", "llama-server -kvu", lambda port: llama_server_argv(cfg, port, True), "llama"
@@ -809,8 +816,18 @@ def workload_of(key: str) -> str:
 
 def print_table(cfg: Config, results: dict[str, dict], raw: dict) -> dict:
     keys = [c for c in CONTENDERS if c in results]
-    labels = {"llmhost": "llmhost", "llama-server": "llama-server", "llama-server-kvu": "llama-srv -kvu"}
-    print(f"\n{'workload':<40} " + " ".join(f"{labels[k]:>14}" for k in keys) + f" {'llmhost/best':>13}")
+    labels = {
+        "llmhost": "llmhost",
+        "llmhost-kvu": "llmhost -kvu",
+        "llama-server": "llama-server",
+        "llama-server-kvu": "llama-srv -kvu",
+    }
+    ours = [k for k in OURS if k in keys]
+    print(
+        f"\n{'workload':<40} "
+        + " ".join(f"{labels[k]:>14}" for k in keys)
+        + "".join(f" {labels[k] + '/best':>18}" for k in ours)
+    )
     ratios = {}
     for key, label, better in ROWS:
         is_chosen = workload_of(key) in cfg.only or key.startswith("rss_")
@@ -821,10 +838,13 @@ def print_table(cfg: Config, results: dict[str, dict], raw: dict) -> dict:
         for k, v in zip(keys, values, strict=True):
             share = results[k].get(f"{workload_of(key)}_others_cpu")
             cells.append(f"{fmt(v) + ('*' if share and share > BUSY_WARN else ''):>14}")
-        llama = [results[k].get(key) for k in keys if k != "llmhost"]
-        r = speed_ratio(results.get("llmhost", {}).get(key), llama, better)
-        ratios[key] = r
-        print(f"{label:<40} " + " ".join(cells) + f" {fmt(r) if r is not None else '-':>13}")
+        llama = [results[k].get(key) for k in keys if k not in OURS]
+        shown = []
+        for k in ours:
+            r = speed_ratio(results[k].get(key), llama, better)
+            ratios[key if k == "llmhost" else f"{k}:{key}"] = r
+            shown.append(f" {fmt(r) if r is not None else '-':>18}")
+        print(f"{label:<40} " + " ".join(cells) + "".join(shown))
     notes = {k: [results[k].get(n) for n in ("single_note", "staggered_note", "n4_how")] for k in keys}
     for k, items in notes.items():
         shown = [n for n in items if n and n != "n=4"]
@@ -858,7 +878,7 @@ def print_table(cfg: Config, results: dict[str, dict], raw: dict) -> dict:
     shares = [v for r in [*results.values(), raw] for k, v in r.items() if k.endswith("_others_cpu")]
     if any(v is not None and v > BUSY_WARN for v in shares):
         print(f"* other processes used more than {BUSY_WARN:.0%} of the CPUs during that workload")
-    print("ratio: llmhost / best llama-server as a speed (>1: llmhost faster; seconds inverted)")
+    print("ratios: llmhost (each KV layout) / best llama-server as a speed (>1: faster; seconds inverted)")
     return ratios
 
 
@@ -888,15 +908,17 @@ HEADLINE = [  # (key, better) whose ratio is shown round by round
 def print_rounds(result_rounds: list[dict[str, dict]], raw_rounds: list[dict]) -> None:
     """Each round's llmhost / best llama-server ratio (and the median of those): the run-to-run spread."""
     print("\nround by round, llmhost / best llama-server (median of the rounds last):")
-    for key, better in HEADLINE:
-        ratios = []
-        for rnd in result_rounds:
-            ours = rnd.get("llmhost", {}).get(key)
-            ratios.append(speed_ratio(ours, [v.get(key) for k, v in rnd.items() if k != "llmhost"], better))
-        known = [r for r in ratios if r is not None]
-        if known:
-            shown = " ".join(fmt(r) if r is not None else "n/a" for r in ratios)
-            print(f"  {key:<28} {shown}   median {fmt(statistics.median(known))}")
+    for mine in OURS:
+        for key, better in HEADLINE:
+            ratios = []
+            for rnd in result_rounds:
+                anchors = [v.get(key) for k, v in rnd.items() if k not in OURS]
+                ratios.append(speed_ratio(rnd.get(mine, {}).get(key), anchors, better))
+            known = [r for r in ratios if r is not None]
+            if known:
+                shown = " ".join(fmt(r) if r is not None else "n/a" for r in ratios)
+                name = key if mine == "llmhost" else f"{key} (-kvu)"
+                print(f"  {name:<34} {shown}   median {fmt(statistics.median(known))}")
     tg8 = [r.get("raw_tg8_tok_s") for r in raw_rounds]
     for key in ("staggered_tok_s", "staggered_steady_tok_s"):
         pairs = [(rnd.get("llmhost", {}).get(key), den) for rnd, den in zip(result_rounds, tg8, strict=False)]

@@ -28,6 +28,7 @@ def _llamacpp(settings: Settings, source: ModelSource, name: str) -> Engine:
         batch_tokens=settings.max_num_batched_tokens,
         flash_attn=settings.flash_attn,
         prefix_caching=settings.enable_prefix_caching,
+        kv_unified=settings.kv_unified,
         prefix_cache_ram_bytes=settings.prefix_cache_ram_mb * 2**20,
         n_gpu_layers=settings.n_gpu_layers,
         use_gpu=settings.gpu.strip() not in ("none", "cpu"),

@@ -1,4 +1,5 @@
-"""The slot table's decisions (no model): prefix lookup, which slot a new sequence takes, LRU eviction."""
+"""The slot table's decisions (no model): prefix lookup, which slot a new sequence takes (keeping the
+running slots one run, then the least recently used), which running sequence moves into a gap."""
 
 from __future__ import annotations
 
@@ -33,18 +34,29 @@ def test_best_source_is_off_when_reuse_is_off():
     assert table.best_source([1, 2, 3, 4, 5]) == (None, 0)
 
 
-def test_take_keeps_a_fully_matching_idle_slot_and_evicts_the_least_recently_used():
-    table = KvSlotTable(3, reuse_prefixes=True)
+def test_in_the_pool_take_keeps_a_fully_matching_idle_slot_and_evicts_the_least_recently_used():
+    table = KvSlotTable(3, reuse_prefixes=True, keeps_one_run=False)
     for slot, tokens in zip(table.slots, ([1, 2], [3, 4], [5, 6]), strict=True):
         slot.tokens = list(tokens)
         table.release(slot)  # released in order 0, 1, 2: slot 0 is the least recently used
     # The idle source is wholly a prefix of the prompt: take it, nothing is lost.
     assert table.take(table.slots[1], 2) is table.slots[1]
-    # A partial match: the source's cells are copied, the LRU idle slot is overwritten.
+    # A partial match: the source's cells are copied (a tag in the pool), the LRU idle slot is overwritten.
     assert table.take(table.slots[2], 1) is table.slots[0]
     assert table.take(None, 0) is table.slots[2]
     assert table.take(None, 0) is None  # every slot busy
     assert table.num_free == 0
+
+
+def test_with_streams_an_idle_source_is_taken_in_place_even_for_a_partial_match():
+    """A copy into another stream costs the source's rows: the source itself is taken when it may be
+    (its cells past the match are saved to host RAM first when worth it)."""
+    table = KvSlotTable(3, reuse_prefixes=True)
+    for slot, tokens in zip(table.slots, ([1, 2], [3, 4], [5, 6]), strict=True):
+        slot.tokens = list(tokens)
+        table.release(slot)
+    assert table.take(table.slots[2], 1) is table.slots[2]
+    assert table.take(table.slots[0], 1) is table.slots[1]  # slot 0 is not next to the run: LRU there
 
 
 def test_take_prefers_an_empty_slot_over_evicting_a_retained_prefix():
@@ -56,8 +68,53 @@ def test_take_prefers_an_empty_slot_over_evicting_a_retained_prefix():
     assert table.slots[0].tokens == [1, 2, 3]
 
 
-def test_idle_cells_past_the_budget_are_evicted_least_recently_used_first_after_the_grace():
+def test_a_new_sequence_keeps_the_running_slots_one_run():
+    """llama.cpp runs one forward pass per run of consecutive sequence ids: a new sequence takes a gap
+    inside the run of busy slots, else a slot next to it, even when a better prefix sits further away."""
+    table = KvSlotTable(6, reuse_prefixes=True)
+    for i in (2, 3, 5):
+        table.slots[i].is_busy = True
+    far = table.slots[0]
+    far.tokens = [1, 2, 3]
+    assert table.take(far, 3) is table.slots[4]  # the gap, not the idle source at slot 0
+    assert table.take(far, 3) is table.slots[1]  # next to the run 2-5 (slot 0 is not)
+    assert table.take(far, 3) is far  # next to the run now: taken in place, nothing lost
+    assert table.take(None, 0) is None
+
+
+def test_with_nothing_running_any_slot_may_be_taken_and_an_idle_source_is_taken_in_place():
     table = KvSlotTable(4, reuse_prefixes=True)
+    table.slots[3].tokens = [1, 2, 3]
+    table.release(table.slots[3])
+    assert table.take(table.slots[3], 3) is table.slots[3]
+
+
+def test_in_the_unified_pool_any_free_slot_will_do_and_gaps_do_not_matter():
+    table = KvSlotTable(4, reuse_prefixes=True, keeps_one_run=False)
+    for i in (0, 2):
+        table.slots[i].is_busy = True
+    table.slots[3].tokens = [1, 2, 3]
+    assert table.take(table.slots[3], 3) is table.slots[3]  # not next to the run: fine in the pool
+    assert table.gap_to_fill() is None
+
+
+def test_a_gap_in_the_run_is_closed_by_moving_the_end_that_holds_fewer_tokens():
+    table = KvSlotTable(6, reuse_prefixes=True)
+    for i, n in ((0, 50), (1, 10), (3, 40), (4, 30)):
+        table.slots[i].is_busy = True
+        table.slots[i].tokens = [7] * n
+    assert table.gap_to_fill() == (table.slots[4], table.slots[2])  # 30 tokens at the end < 50 at the start
+    table.slots[0].tokens = [7] * 5
+    assert table.gap_to_fill() == (table.slots[0], table.slots[2])  # now the start is the cheaper copy
+    table.slots[2].is_busy = True
+    assert table.gap_to_fill() is None  # one run: 0-4
+    table.slots[0].is_busy = False
+    assert table.gap_to_fill() is None  # 1-4 is one run too
+
+
+def test_idle_cells_past_the_budget_are_evicted_least_recently_used_first_after_the_grace():
+    """In the unified pool idle cells slow every decode step: past a budget the LRU idle slots go."""
+    table = KvSlotTable(4, reuse_prefixes=True, keeps_one_run=False)
     shared = list(range(100))
     table.slots[0].tokens = shared + [1] * 50  # busy: a running sequence
     table.slots[0].is_busy = True

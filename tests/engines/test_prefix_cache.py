@@ -61,7 +61,9 @@ async def answer(engine, prompt: list[int], params: SamplingParams = GREEDY) -> 
     return Answer(tokens, logprobs, usage)
 
 
-async def _engine(model_path, *, prefix_caching: bool, max_num_seqs: int, ram_bytes: int = 0):
+async def _engine(
+    model_path, *, prefix_caching: bool, max_num_seqs: int, ram_bytes: int = 0, kv_unified: bool = False
+):
     from llmhost.engines.llamacpp.engine import LlamaCppEngine
 
     eng = LlamaCppEngine(
@@ -72,14 +74,20 @@ async def _engine(model_path, *, prefix_caching: bool, max_num_seqs: int, ram_by
         threads=1,  # two engines live in this module; they run one at a time
         prefix_caching=prefix_caching,
         prefix_cache_ram_bytes=ram_bytes,
+        kv_unified=kv_unified,
     )
     await eng.start()
     return eng
 
 
-@pytest.fixture(scope="module")
-async def cached(model_path):
-    eng = await _engine(model_path, prefix_caching=True, max_num_seqs=8)
+# The two KV layouts: a stream per sequence (prefixes copied between streams) and one unified pool
+# (prefix cells tagged with several sequence ids).
+LAYOUTS = pytest.mark.parametrize("kv_unified", [False, True], ids=["streams", "unified"])
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["streams", "unified"])
+async def cached(model_path, request):
+    eng = await _engine(model_path, prefix_caching=True, max_num_seqs=8, kv_unified=request.param)
     yield eng
     await eng.close()
 
@@ -220,6 +228,30 @@ async def test_a_state_host_ram_cannot_take_is_computed_again_and_serving_goes_o
         await small.close()
 
 
+async def test_a_copy_between_streams_that_fails_is_computed_instead_and_serving_goes_on(
+    model_path, plain, monkeypatch
+):
+    """Copying a prefix from one slot's stream to another needs memory for the rows (an anonymous map):
+    when there is none, the sequences that would copy compute their prompt, and no request fails."""
+    from llmhost.engines.llamacpp.backend import LlamaContext
+
+    def no_map_left(self, seq_id):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(LlamaContext, "save_seq", no_map_left)
+    engine = await _engine(model_path, prefix_caching=True, max_num_seqs=4)
+    try:
+        prompt = engine.tokenize("Gecko tally. " + RUBRIC + ITEMS[5])
+        reference = await answer(plain, prompt)
+        answers = await asyncio.gather(*(answer(engine, prompt) for _ in range(4)))  # 3 would copy
+        for i, got in enumerate(answers):
+            assert_greedy_close(reference.run, got.run, i)
+        assert [a.usage.cached_tokens for a in answers] == [0, 0, 0, 0]
+        assert engine.stats().num_running == 0
+    finally:
+        await engine.close()
+
+
 async def test_host_ram_states_stay_within_their_bound_least_recently_used_first(model_path):
     probe = await _engine(model_path, prefix_caching=True, max_num_seqs=1, ram_bytes=256 * 2**20)
     heads = [f"{word} ledger. " + RUBRIC for word in ("Walrus", "Puffin", "Marmot")]
@@ -242,13 +274,16 @@ async def test_host_ram_states_stay_within_their_bound_least_recently_used_first
         await engine.close()
 
 
-async def test_random_arrivals_and_cancellations_never_mix_sequences(model_path, plain):
+@LAYOUTS
+async def test_random_arrivals_and_cancellations_never_mix_sequences(model_path, plain, kv_unified):
     """Crosstalk under churn: 160 requests over prompts that share prefixes in several ways arrive at
     random times on 4 slots (so they queue, copy prefixes from busy and idle slots, and evict), a
     quarter are cancelled part-way; every answer must agree with the no-cache engine's (but at a
     near-tie), and the cancelled ones leave nothing behind. Evicted prefixes go to a host-RAM cache
     small enough to churn too, and come back from it."""
-    engine = await _engine(model_path, prefix_caching=True, max_num_seqs=4, ram_bytes=12 * 2**20)
+    engine = await _engine(
+        model_path, prefix_caching=True, max_num_seqs=4, ram_bytes=12 * 2**20, kv_unified=kv_unified
+    )
     try:
         heads = ["Quince rubric. " + RUBRIC, "Quince rubric. " + RUBRIC[:200], "Lemur notes. "]
         prompts = [engine.tokenize(h + item) for h in heads for item in ITEMS[:4]]
@@ -310,9 +345,13 @@ def _pass_counter():
     return on_node, counts
 
 
-async def test_staggered_arrivals_take_one_forward_pass_per_step(model_path):
-    """Sequences that start and end at different times, prompt chunks next to decodes, in slots that
-    free up out of order: every step must stay one forward pass (one read of the weights)."""
+@LAYOUTS
+async def test_staggered_arrivals_keep_every_decode_in_one_forward_pass(model_path, kv_unified):
+    """Sequences that start and end at different times (some cancelled), prompt chunks next to decodes,
+    in slots that free up out of order. With a KV stream per slot llama.cpp runs one forward pass per run
+    of consecutive sequence ids with equally many tokens each: a step with only decodes must be one pass
+    (one read of the weights), and prompt chunks may add at most one pass each (the rest of the chunk
+    after its first token). In the unified pool every step is one pass."""
     from llmhost.engines.llamacpp.engine import LlamaCppEngine
 
     callback, counts = _pass_counter()
@@ -323,20 +362,47 @@ async def test_staggered_arrivals_take_one_forward_pass_per_step(model_path):
         max_num_seqs=8,
         threads=1,
         eval_callback=callback,
+        kv_unified=kv_unified,
     )
     await engine.start()
+    ctx = engine._ctx
+    steps: list[tuple[int, int]] = []  # (passes, sequences with more than one token in the batch)
+    decode = ctx.decode
+
+    def counted_decode() -> int:
+        batch = ctx.batch
+        seq_ids = [batch.raw.seq_id[i][0] for i in range(batch.n_tokens)]
+        chunks = sum(seq_ids.count(s) > 1 for s in set(seq_ids))
+        before = counts["passes"]
+        rc = decode()
+        steps.append((counts["passes"] - before, chunks))
+        return rc
+
+    ctx.decode = counted_decode
     try:
         rng = random.Random(5)
 
         async def one(k: int) -> None:
             await asyncio.sleep(k * 0.15)
             prompt = engine.tokenize(f"Story {k}: " + "once upon a time " * rng.randint(1, 40))
-            await answer(engine, prompt, SamplingParams(max_tokens=rng.randint(2, 30), temperature=0.0))
+            params = SamplingParams(max_tokens=rng.randint(2, 30), temperature=0.0, ignore_eos=True)
+            cancel_after = rng.randint(1, 10) if k % 5 == 0 else None
+            got = 0
+            stream = engine.generate(prompt, params)
+            try:
+                async for delta in stream:
+                    got += len(delta.token_ids)
+                    if cancel_after is not None and got >= cancel_after:
+                        break
+            finally:
+                await stream.aclose()
 
-        steps_before, passes_before = engine.stats().num_steps, counts["passes"]
         await asyncio.gather(*(one(k) for k in range(24)))
-        num_steps = engine.stats().num_steps - steps_before
-        assert num_steps > 24
-        assert counts["passes"] - passes_before == num_steps
+        decode_only = [passes for passes, chunks in steps if chunks == 0]
+        assert len(decode_only) > 24 and any(chunks for _, chunks in steps)
+        assert decode_only == [1] * len(decode_only)
+        assert all(1 <= passes <= 1 + chunks for passes, chunks in steps)
+        if kv_unified:
+            assert [passes for passes, _ in steps] == [1] * len(steps)
     finally:
         await engine.close()

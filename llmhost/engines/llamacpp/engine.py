@@ -64,6 +64,7 @@ class LlamaCppEngine:
         batch_tokens: int = 512,
         flash_attn: bool = True,
         prefix_caching: bool = True,
+        kv_unified: bool = False,
         prefix_cache_ram_bytes: int = 0,
         eval_callback: object | None = None,
         n_gpu_layers: int | None = None,
@@ -83,6 +84,7 @@ class LlamaCppEngine:
         self._batch_tokens = batch_tokens
         self._flash_attn = flash_attn
         self._prefix_caching = prefix_caching
+        self._kv_unified = kv_unified
         # Evicted prefixes saved in host RAM (with prefix caching only): the bound, 0 for none.
         self._prefix_cache_ram_bytes = prefix_cache_ram_bytes
         self._eval_callback = eval_callback  # ggml's per-node callback; tests count forward passes with it
@@ -113,7 +115,12 @@ class LlamaCppEngine:
         assert self._model is not None and self._ctx is not None
         host_cache = HostPrefixCache(self._prefix_cache_ram_bytes)
         self._scheduler = Scheduler(
-            self._model, self._ctx, self._bridge.on_outputs, host_cache, vision=self._vision
+            self._model,
+            self._ctx,
+            self._bridge.on_outputs,
+            host_cache,
+            vision=self._vision,
+            reuse_prefixes=self._prefix_caching,
         )
         self._scheduler.start()
 
@@ -138,7 +145,7 @@ class LlamaCppEngine:
             n_threads=self._threads,
             flash_attn=self._flash_attn,
             eval_callback=self._eval_callback,
-            unified_kv=self._prefix_caching,  # sharing prefixes needs the pool; without it, reproducibility
+            unified_kv=self._kv_unified,
         )
         ctx = LlamaContext(model, config)
         self._model, self._ctx = model, ctx

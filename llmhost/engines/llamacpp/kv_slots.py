@@ -1,27 +1,29 @@
-"""Which tokens each KV slot of the llama.cpp context holds, and where a new prompt's prefix already is.
+"""Which tokens each KV slot of the llama.cpp context holds, which slot a new sequence takes, and where a
+new prompt's prefix already is.
 
-With prefix reuse on, the context's KV cache is unified: one pool of cells, each tagged with the sequence
-ids (here: slots) that use it. Copying a prefix from one slot to another (`llama_memory_seq_cp` inside one
-pool) only tags the cells with one more id, so a prefix shared by many sequences is stored and computed
-once. With it off, every slot is emptied when its sequence ends and a new sequence takes the lowest empty
-slot, which keeps the running slots consecutive (what one forward pass over per-sequence streams needs).
+Every slot is a sequence id with a KV stream of its own (backend.LlamaContext says why not one pool). A
+slot keeps its tokens after its request ends (an idle slot), so the next request that starts the same way
+(the same rubric or system prompt, the same conversation one turn later, the same transcript of an agent
+loop) reuses those cells instead of computing them again: in place when it takes that slot, as a copy of
+the rows into its own stream otherwise (milliseconds against seconds of prefill). An idle slot's cells
+cost nothing while other streams decode; they are dropped only when a new sequence needs the slot.
 
-A slot keeps its tokens after its request ends (an idle slot), so the next request that starts the same
-way (the same rubric or system prompt, the same conversation one turn later, the same transcript of an
-agent loop) copies those cells instead of computing them again. An idle slot is overwritten only when a
-new sequence needs its place: empty slots first, then the least recently used.
+With `--kv-unified` the context's KV cache is one pool of cells instead, each tagged with the sequence ids
+(slots) that use it: copying a prefix to another slot (`llama_memory_seq_cp` inside the pool) only tags
+its cells with one more id, so a prefix shared by many sequences is stored and computed once. But
+attention then scans the pool's whole used range for every query (masked cells are computed too), so
+idle cells slow every decode step: measured here, 8 sequences decoded 169 tok/s with an empty pool, 124
+with 8,000 idle cells, 60 with 32,000. In the pool, cells that only idle slots hold are kept up to as
+many as the running sequences hold (at least `MIN_IDLE_BUDGET_TOKENS`); past that the least recently
+used idle slots are emptied, but only once they have been idle for `IDLE_GRACE_S`, so an agent loop or an
+RL rollout that sends its next turn right after the tool ran still finds its whole transcript.
 
-Why the pool never runs out: there are `num_slots` sequence ids, each holds at most one cell per position
-below max_model_len, and the pool has `num_slots × max_model_len` cells; shared cells count once.
-
-Why idle cells are bounded all the same: attention scans the pool's whole used range for every query
-(masked cells are skipped, but each is looked at), so idle cells slow every decode step: measured here,
-8 streams decoded 169 tok/s with an empty pool, 124 with 8,000 idle cells, 60 with 32,000. Cells that
-only idle slots hold are kept up to as many as the running sequences hold (at least
-`MIN_IDLE_BUDGET_TOKENS`), so idle cells at most double what attention looks at; past that the least
-recently used idle slots are emptied, but only once they have been idle for `IDLE_GRACE_S`, so an agent
-loop or an RL rollout that sends its next turn right after the tool ran still finds its whole transcript.
-Nothing is evicted while nothing runs: idle cells cost only while something decodes.
+Which slot: with streams llama.cpp runs one forward pass per run of consecutive sequence ids in a
+batch, so the running slots must stay one run. A new sequence takes a free slot that keeps them so (a gap
+inside the run, else next to it; any slot when nothing runs): the idle slot whose whole content its
+prompt starts with if there is one (nothing is lost), else an empty one, else the least recently used.
+When a sequence in the middle ends and no new one fills its place, the scheduler moves an end of the run
+into the gap (`gap_to_fill`). In the pool any free slot will do.
 
 Images (a vision model, `vision.py`): a prompt's image is a run of identical placeholder ids, so a slot
 records each image's run as its key instead (`image_key`: negative, so no vocabulary id, and made of
@@ -95,9 +97,10 @@ class KvSlot:
 
 
 class KvSlotTable:
-    def __init__(self, num_slots: int, *, reuse_prefixes: bool) -> None:
+    def __init__(self, num_slots: int, *, reuse_prefixes: bool, keeps_one_run: bool = True) -> None:
         self.slots = [KvSlot(i) for i in range(num_slots)]
         self.reuse_prefixes = reuse_prefixes
+        self.keeps_one_run = keeps_one_run  # per-sequence streams: the busy slots stay consecutive
         self._ticks = itertools.count(1)
 
     @property
@@ -123,21 +126,45 @@ class KvSlotTable:
 
     def take(self, source: KvSlot | None, match: int) -> KvSlot | None:
         """Mark a free slot busy for a new sequence whose prompt matches `match` tokens of `source`;
-        None when every slot is busy.
-
-        An idle source whose whole content is a prefix of the prompt is taken itself (nothing is lost);
-        otherwise an empty slot, otherwise the least recently used idle one, so the retained prefixes
-        most likely to be asked for again survive (the source's cells are copied, not moved)."""
-        free = [s for s in self.slots if not s.is_busy]
-        if not free:
+        None when every slot is busy. Among the places that keep the running slots one run (`_places`):
+        an idle `source` itself when its whole content is a prefix of the prompt (nothing is lost), or,
+        with streams, whenever it may be taken (a copy into another stream is not free; the cells past the
+        match are saved to host RAM first when worth it); else an empty slot, else the least recently used
+        one, so the retained prefixes most likely to be asked for again survive."""
+        places = self._places()
+        if not places:
             return None
-        if source is not None and not source.is_busy and match == len(source.tokens):
+        if source is not None and source in places and (self.keeps_one_run or match == len(source.tokens)):
             chosen = source
         else:
-            empty = [s for s in free if not s.tokens]
-            chosen = empty[0] if empty else min(free, key=lambda s: s.last_used)
+            empty = [s for s in places if not s.tokens]
+            chosen = empty[0] if empty else min(places, key=lambda s: s.last_used)
         chosen.is_busy = True
         return chosen
+
+    def _places(self) -> list[KvSlot]:
+        """The free slots a new sequence may take: the gaps inside the run of busy slots, else the free
+        slots on either side of it, else (nothing busy) every slot."""
+        busy = [s.index for s in self.slots if s.is_busy]
+        if not busy or not self.keeps_one_run:
+            return [s for s in self.slots if not s.is_busy]
+        lo, hi = busy[0], busy[-1]
+        gaps = [s for s in self.slots[lo:hi] if not s.is_busy]
+        if gaps:
+            return gaps
+        return [self.slots[i] for i in (lo - 1, hi + 1) if 0 <= i < len(self.slots)]
+
+    def gap_to_fill(self) -> tuple[KvSlot, KvSlot] | None:
+        """When the busy slots are no longer one run: (a busy slot at an end of the run, the free slot
+        inside the run to move it to): the last one to the lowest gap or the first one to the highest,
+        whichever sequence holds fewer tokens (the cheaper copy). Each move closes one gap."""
+        busy = [s for s in self.slots if s.is_busy]
+        if not self.keeps_one_run or not busy or busy[-1].index - busy[0].index + 1 == len(busy):
+            return None
+        gaps = [s for s in self.slots[busy[0].index : busy[-1].index] if not s.is_busy]
+        if len(busy[0].tokens) < len(busy[-1].tokens):
+            return busy[0], gaps[-1]
+        return busy[-1], gaps[0]
 
     def release(self, slot: KvSlot) -> None:
         slot.is_busy = False

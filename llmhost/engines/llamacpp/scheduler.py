@@ -5,17 +5,22 @@ Every step:
 2. let sequences that waited for another's prompt prefix copy it, now that it is computed;
 3. admit waiting sequences into free slots, each starting from the longest prefix of its prompt already
    in the KV cache (see kv_slots.py), or waiting for a sequence that is computing that prefix right now;
+   then, if a sequence that ended left a gap in the run of running slots, move one into it;
 4. fill one batch: the next token of every decoding sequence first (decode latency is what users
-   feel), then prompt chunks of prefilling sequences with the budget that is left (chunked prefill);
-5. one `llama_decode` for the whole batch: with the unified KV cache that is one forward pass however
-   the sequences arrived (it releases the GIL, so the event loop keeps serving);
+   feel), then prompt chunks of prefilling sequences with the budget that is left (chunked prefill),
+   laid out in slot order, each sequence's tokens together;
+5. one `llama_decode` for the whole batch (it releases the GIL, so the event loop keeps serving). Each
+   slot has a KV stream of its own, and llama.cpp splits such a batch into forward passes of equally
+   many tokens per sequence over consecutive sequence ids: with the running slots one run and the batch
+   in slot order, every running sequence's first token is in one pass, and the rest of the prompt
+   chunks (one pass per chunk length) follow;
 6. sample each sequence that got logits with its own sampler chain, detokenize, check stops;
 7. hand every delta of the step to the event loop in one call.
 
 The design follows llama.cpp's `server` slots (a slot per sequence, prompt caching in idle slots) and
 vLLM's scheduler (decode-first token budget, chunked prefill, automatic prefix caching). A prompt shared
 by sequences that arrive together (n > 1 choices, a batch of /predict prompts, eight clients with one
-rubric) is computed once: the first one computes it, the others wait for it and copy its cells. A slot's
+rubric) is computed once: the first one computes it, the others wait for it and copy its rows. A slot's
 cells that are about to be dropped are saved to host RAM first (engines/host_prefix_cache.py), and a
 prompt that matches a saved state better than any slot has it restored instead of computed.
 
@@ -61,6 +66,11 @@ MIN_FOLLOW_GAIN = 16
 # A slot's cells are saved to host RAM before they are dropped only when at least this many tokens would
 # be lost: fewer are computed again about as fast as they are saved and restored.
 MIN_SAVED_TOKENS = 64
+# Between streams, a prefix another slot holds is copied into a new sequence's slot only when it saves at
+# least 1 computed token per this many tokens the source holds: the copy takes all of the source's rows
+# (measured: 13 ms for 700 tokens of SmolLM2-135M, the time of 4 tokens of prefill; bigger models compute
+# a token slower still, relative to copying its rows).
+COPIED_TOKENS_PER_COMPUTED = 128
 # A saved state is restored only when it gives a prompt at least this many more tokens than the slots do.
 MIN_RESTORE_GAIN = 32
 # Prompt positions whose logits one step asks for, for a sequence that scores its prompt: bounds
@@ -76,14 +86,19 @@ class Scheduler(SchedulerThread):
         on_outputs: Callable[[Outputs], None],
         host_cache: HostPrefixCache | None = None,
         vision: VisionEncoder | None = None,
+        *,
+        reuse_prefixes: bool = True,
     ):
         super().__init__("llmhost-llamacpp")
         self._model = model
         self._ctx = ctx
         self._on_outputs = on_outputs
         self._eog = frozenset(model.eog_token_ids)
-        # Sharing prefix cells needs the unified pool; with per-sequence streams every slot starts empty.
-        self._slots = KvSlotTable(ctx.config.n_seq, reuse_prefixes=ctx.config.unified_kv)
+        self._unified = ctx.config.unified_kv
+        # Per-sequence streams need the running slots in one run (one forward pass); the pool does not.
+        self._slots = KvSlotTable(
+            ctx.config.n_seq, reuse_prefixes=reuse_prefixes, keeps_one_run=not self._unified
+        )
         is_cached = host_cache is not None and host_cache.is_enabled and self._slots.reuse_prefixes
         self.host_cache = host_cache if is_cached else None
         self._running: list[Sequence] = []
@@ -100,6 +115,7 @@ class Scheduler(SchedulerThread):
         self._evict_idle()
         self._start_followers()
         self._admit()
+        self._close_gaps()
         if not self._running:
             return
         has_decoded_images = self._advance_images()
@@ -107,29 +123,7 @@ class Scheduler(SchedulerThread):
         batch.clear()
         sample_at: list[tuple[Sequence, int]] = []
         score_at: list[tuple[Sequence, int, int, int]] = []  # (seq, first position, end, its batch index)
-        num_in_batch = 0
-        for seq in self._running:  # decode first: one token each
-            if seq.is_prefilled and batch.room > 0:
-                assert seq.slot is not None
-                sample_at.append((seq, batch.add(seq.next_token, seq.next_position, seq.slot.index, True)))
-                seq.slot.tokens.append(seq.next_token)
-                num_in_batch += 1
-        for seq in self._running:  # then prompt chunks with what is left of the budget
-            if seq.is_prefilled or seq.leader is not None or batch.room == 0 or seq.images:
-                continue  # (prompts with images: _fill_image_prompts)
-            assert seq.slot is not None
-            num_in_batch += 1
-            start = seq.num_cached
-            room = min(batch.room, PROMPT_LOGITS_PER_STEP) if seq.scores_prompt else batch.room
-            end = min(len(seq.prompt), start + room)
-            if seq.scores_prompt:
-                score_at.append((seq, start, end, batch.n_tokens))
-            for pos in range(start, end):
-                wants_logits = seq.scores_prompt or pos == len(seq.prompt) - 1
-                index = batch.add(seq.prompt[pos], pos, seq.slot.index, wants_logits)
-            seq.slot.tokens.extend(seq.prompt[start:end])
-            if seq.is_prefilled:
-                sample_at.append((seq, index))
+        num_in_batch = self._fill_tokens(batch, sample_at, score_at)
         num_in_batch += self._fill_image_prompts(batch, sample_at)
         if batch.n_tokens == 0:
             if not has_decoded_images and self._images is not None:
@@ -149,6 +143,49 @@ class Scheduler(SchedulerThread):
                 self._release(seq)
         if outputs:
             self._on_outputs(outputs)
+
+    def _fill_tokens(
+        self,
+        batch: Batch,
+        sample_at: list[tuple[Sequence, int]],
+        score_at: list[tuple[Sequence, int, int, int]],
+    ) -> int:
+        """Put the step's tokens in the batch: the next token of every decoding sequence first, then
+        prompt chunks with the budget left; laid out in slot order, each sequence's tokens together (what
+        keeps every running sequence's first token in one forward pass). Returns the sequences in it."""
+        num_decodes = min(batch.room, sum(seq.is_prefilled for seq in self._running))
+        budget = batch.room - num_decodes
+        chunks: dict[Sequence, int] = {}  # prompt tokens each prefilling sequence gets
+        for seq in self._running:
+            if not (seq.is_prefilled or seq.leader is not None or seq.images):  # images: _fill_image_prompts
+                left = len(seq.prompt) - seq.num_cached
+                chunks[seq] = min(left, PROMPT_LOGITS_PER_STEP) if seq.scores_prompt else left
+        for seq, left in chunks.items():
+            chunks[seq] = n = min(left, budget)
+            budget -= n
+        for seq in self._running:
+            slot = seq.slot
+            assert slot is not None
+            if seq.is_prefilled:
+                if num_decodes > 0:
+                    num_decodes -= 1
+                    sample_at.append((seq, batch.add(seq.next_token, seq.next_position, slot.index, True)))
+                    slot.tokens.append(seq.next_token)
+                continue
+            n = chunks.get(seq, 0)
+            if n == 0:
+                continue
+            start = seq.num_cached
+            end = start + n
+            if seq.scores_prompt:
+                score_at.append((seq, start, end, batch.n_tokens))
+            for pos in range(start, end):
+                wants_logits = seq.scores_prompt or pos == len(seq.prompt) - 1
+                index = batch.add(seq.prompt[pos], pos, slot.index, wants_logits)
+            slot.tokens.extend(seq.prompt[start:end])
+            if seq.is_prefilled:
+                sample_at.append((seq, index))
+        return len(sample_at) + sum(1 for seq, n in chunks.items() if n and not seq.is_prefilled)
 
     def _sample(self, seq: Sequence, index: int) -> Delta:
         prompt_scores, seq.prompt_scores = seq.prompt_scores, None  # the first delta carries them
@@ -208,6 +245,12 @@ class Scheduler(SchedulerThread):
             else:
                 slot = self._slots.take(source, match)
                 assert slot is not None
+                if source is not None and source is not slot and not self._unified:
+                    # A copy of another stream is not free: worth it only for enough more tokens than the
+                    # slot's own cells hold.
+                    own = min(common_prefix_len(slot.tokens, seq.prompt), len(seq.prompt) - 1)
+                    if match - own < len(source.tokens) // COPIED_TOKENS_PER_COMPUTED:
+                        source, match = slot, own
                 self._load_prefix(slot, source, match)
             seq.slot = slot
             self.num_prefix_queries += len(seq.prompt)
@@ -219,9 +262,7 @@ class Scheduler(SchedulerThread):
             else:
                 self._count_reuse(seq)
             seq.sampler = SequenceSampler(self._model, seq.params, seq.prompt, window=self._ctx.n_ctx_per_seq)
-            # Running sequences stay in slot order: with per-sequence streams llama.cpp runs one forward
-            # pass per run of consecutive, increasing sequence ids (and a new sequence takes the lowest
-            # free slot); with the unified pool the order does not matter.
+            # Running sequences stay in slot order, the order the batch is laid out in.
             bisect.insort(self._running, seq, key=slot_index)
 
     def _prefilling_leader(self, prompt: list[int]) -> tuple[Sequence | None, int]:
@@ -255,7 +296,8 @@ class Scheduler(SchedulerThread):
             self._count_reuse(seq)
 
     def _load_prefix(self, slot: KvSlot, source: KvSlot | None, match: int) -> None:
-        """Make `slot` hold exactly the first `match` tokens of `source` (the prompt's cached prefix)."""
+        """Make `slot` hold exactly the first `match` tokens of `source` (the prompt's cached prefix): in
+        place when it is the source, else as a copy of the source's rows into the slot's stream."""
         if source is slot:
             self._save(slot, keep=match)
             self._ctx.clear_seq(slot.index, position_at(slot.tokens, match))
@@ -264,11 +306,25 @@ class Scheduler(SchedulerThread):
         if slot.tokens:
             self._save(slot)
             self._ctx.clear_seq(slot.index)
-        if source is None or match == 0:
             slot.tokens = []
+        if source is None or match == 0:
             return
-        self._ctx.copy_prefix(source.index, slot.index, position_at(source.tokens, match))
-        slot.tokens = source.tokens[:match]
+        if self._copy(source, slot, position_at(source.tokens, match)):
+            slot.tokens = source.tokens[:match]
+
+    def _copy(self, source: KvSlot, slot: KvSlot, end_position: int) -> bool:
+        """Make `slot` hold `source`'s cells below `end_position` (the caller sets its tokens); False (the
+        slot left empty, its tokens to be computed) when there is no memory for the copy or llama.cpp could
+        not place it."""
+        try:
+            is_copied = self._ctx.copy_prefix(source.index, slot.index, end_position)
+        except OSError as exc:  # no memory map left (vm.max_map_count, RAM)
+            log.warning("could not copy %d cached tokens between slots: %s", len(source.tokens), exc)
+            is_copied = False
+        if not is_copied:
+            self._ctx.clear_seq(slot.index)
+            slot.tokens = []
+        return is_copied
 
     def _restore(self, slot: KvSlot, saved: SavedPrefix, match: int) -> bool:
         """Make `slot` hold the first `match` tokens of a state saved in host RAM."""
@@ -286,16 +342,19 @@ class Scheduler(SchedulerThread):
         return True
 
     def _save(self, slot: KvSlot, keep: int = 0) -> None:
-        """Save `slot`'s state to host RAM before its cells from position `keep` on are dropped, when that
-        would lose enough tokens that no other slot and no saved state holds."""
+        """Save `slot`'s state to host RAM before its cells from position `keep` on are dropped, when at
+        least MIN_SAVED_TOKENS of them are held by no other slot and no saved state (a finished request
+        whose prompt shares a long block with the others loses only its own tail: not worth a save)."""
         tokens, cache = slot.tokens, self.host_cache
         if cache is None or len(tokens) - keep < MIN_SAVED_TOKENS:
             return
         n = len(tokens)
-        for other in self._slots.slots:
-            if other is not slot and len(other.tokens) >= n and common_prefix_len(other.tokens, tokens) == n:
-                return
-        if cache.covers(tokens):
+        held = max(
+            keep,
+            cache.best(tokens)[1],
+            *(common_prefix_len(other.tokens, tokens) for other in self._slots.slots if other is not slot),
+        )
+        if n - held < MIN_SAVED_TOKENS:
             return
         try:
             state = self._ctx.save_seq(slot.index)
@@ -309,12 +368,31 @@ class Scheduler(SchedulerThread):
         self.num_prefix_hits += seq.num_cached
 
     def _evict_idle(self) -> None:
-        """Empty the idle slots past the idle-cell budget (kv_slots.py says why idle cells cost)."""
-        if self._slots.reuse_prefixes and self._running:  # idle cells cost only while something decodes
+        """In the unified pool: empty the idle slots past the idle-cell budget (kv_slots.py says why idle
+        cells cost there; in streams they cost nothing)."""
+        if self._unified and self._slots.reuse_prefixes and self._running:  # they cost only while decoding
             for slot in self._slots.idle_to_evict():
                 self._save(slot)
                 self._ctx.clear_seq(slot.index)
                 slot.tokens = []
+
+    def _close_gaps(self) -> None:
+        """Move running sequences into the slots that ended sequences left inside the run, until the
+        running slots are one run again: a gap would split every decode step into two forward passes
+        (two reads of the weights) for as long as it stays. The moved sequence's old slot keeps its
+        cells as an idle slot. A sequence that cannot be moved (no memory for the copy) stays put."""
+        while (move := self._slots.gap_to_fill()) is not None:
+            source, target = move
+            seq = next(s for s in self._running if s.slot is source)
+            if target.tokens:
+                self._save(target)
+            if not self._copy(source, target, position_at(source.tokens, len(source.tokens))):
+                return
+            target.tokens = list(source.tokens)
+            target.is_busy = True
+            seq.slot = target
+            self._slots.release(source)
+            self._running.sort(key=slot_index)
 
     # -- leaving -----------------------------------------------------------------------------------
     def _drop_aborted(self) -> None:
