@@ -4,8 +4,9 @@ Every step:
 1. drop sequences whose client went away (their slot is free again at once; its cells stay reusable);
 2. let sequences that waited for another's prompt prefix copy it, now that it is computed;
 3. admit waiting sequences into free slots, each starting from the longest prefix of its prompt already
-   in the KV cache (see kv_slots.py), or waiting for a sequence that is computing that prefix right now;
-   then, if a sequence that ended left a gap in the run of running slots, move one into it;
+   in the KV cache (kv_slots.py picks the slot, slot_cells.py moves the cells), or waiting for a sequence
+   that is computing that prefix right now; then, if a sequence that ended left a gap in the run of
+   running slots, move one into it;
 4. fill one batch: the next token of every decoding sequence first (decode latency is what users
    feel), then prompt chunks of prefilling sequences with the budget that is left (chunked prefill),
    laid out in slot order, each sequence's tokens together;
@@ -42,10 +43,9 @@ With `max_tokens` 0 nothing is sampled: the sequence ends after its prompt (fini
 from __future__ import annotations
 
 import bisect
-import logging
 from collections.abc import Callable
 
-from llmhost.engines.host_prefix_cache import HostPrefixCache, SavedPrefix
+from llmhost.engines.host_prefix_cache import HostPrefixCache
 from llmhost.engines.prompt_logprobs import score_rows
 from llmhost.engines.threaded import Outputs, SchedulerThread, prompt_only_delta, token_delta
 from llmhost.errors import EngineError
@@ -53,26 +53,15 @@ from llmhost.types import Delta, TokenLogprob
 
 from .backend import Batch, LlamaContext, LlamaModel
 from .image_prefill import ImagePrefill
-from .kv_slots import KvSlot, KvSlotTable, common_prefix_len, position_at
+from .kv_slots import KvSlotTable, common_prefix_len
 from .sampler import SequenceSampler, token_logprob
 from .sequence import Sequence, slot_index
+from .slot_cells import SlotCells
 from .vision import VisionEncoder
-
-log = logging.getLogger("llmhost.llamacpp")
 
 # A new sequence waits for a prefilling sequence's prompt prefix only when that saves it at least this
 # many tokens of prefill; below that, computing them alongside is as fast as waiting.
 MIN_FOLLOW_GAIN = 16
-# A slot's cells are saved to host RAM before they are dropped only when at least this many tokens would
-# be lost: fewer are computed again about as fast as they are saved and restored.
-MIN_SAVED_TOKENS = 64
-# Between streams, a prefix another slot holds is copied into a new sequence's slot only when it saves at
-# least 1 computed token per this many tokens the source holds: the copy takes all of the source's rows
-# (measured: 13 ms for 700 tokens of SmolLM2-135M, the time of 4 tokens of prefill; bigger models compute
-# a token slower still, relative to copying its rows).
-COPIED_TOKENS_PER_COMPUTED = 128
-# A saved state is restored only when it gives a prompt at least this many more tokens than the slots do.
-MIN_RESTORE_GAIN = 32
 # Prompt positions whose logits one step asks for, for a sequence that scores its prompt: bounds
 # llama.cpp's host buffer of logits (vocabulary x outputs floats; 155 MB for Qwen's 152k at 256).
 PROMPT_LOGITS_PER_STEP = 256
@@ -99,10 +88,13 @@ class Scheduler(SchedulerThread):
         self._slots = KvSlotTable(
             ctx.config.n_seq, reuse_prefixes=reuse_prefixes, keeps_one_run=not self._unified
         )
-        is_cached = host_cache is not None and host_cache.is_enabled and self._slots.reuse_prefixes
-        self.host_cache = host_cache if is_cached else None
+        self._cells = SlotCells(ctx, self._slots, host_cache)
         self._running: list[Sequence] = []
         self._images = ImagePrefill(ctx, vision, self._wake) if vision is not None else None
+
+    @property
+    def host_cache(self) -> HostPrefixCache | None:
+        return self._cells.host_cache
 
     @property
     def num_slots(self) -> int:
@@ -112,7 +104,8 @@ class Scheduler(SchedulerThread):
     def _step(self) -> None:
         outputs: Outputs = []
         self._drop_aborted()
-        self._evict_idle()
+        if self._running:  # idle cells cost only while something decodes
+            self._cells.evict_idle()
         self._start_followers()
         self._admit()
         self._close_gaps()
@@ -233,25 +226,8 @@ class Scheduler(SchedulerThread):
                 continue
             # A sequence that scores its prompt computes all of it: reused cells hold no logits.
             reuses = not seq.scores_prompt
-            source, match = self._slots.best_source(seq.prompt) if reuses else (None, 0)
-            saved, saved_match = self.host_cache.best(seq.prompt) if self.host_cache and reuses else (None, 0)
-            if saved is not None and saved_match >= match + MIN_RESTORE_GAIN:
-                slot = self._slots.take(None, 0)
-                assert slot is not None  # num_free > 0
-                if self._restore(slot, saved, saved_match):
-                    match = saved_match
-                else:
-                    self._load_prefix(slot, source, match)
-            else:
-                slot = self._slots.take(source, match)
-                assert slot is not None
-                if source is not None and source is not slot and not self._unified:
-                    # A copy of another stream is not free: worth it only for enough more tokens than the
-                    # slot's own cells hold.
-                    own = min(common_prefix_len(slot.tokens, seq.prompt), len(seq.prompt) - 1)
-                    if match - own < len(source.tokens) // COPIED_TOKENS_PER_COMPUTED:
-                        source, match = slot, own
-                self._load_prefix(slot, source, match)
+            slot, match = self._cells.take(seq.prompt, reuses=reuses)
+            assert slot is not None  # a slot is free
             seq.slot = slot
             self.num_prefix_queries += len(seq.prompt)
             if seq.scores_prompt:
@@ -292,106 +268,19 @@ class Scheduler(SchedulerThread):
             assert seq.slot is not None
             source, match = self._slots.best_source(seq.prompt, exclude=seq.slot)
             if match > seq.num_cached:
-                self._load_prefix(seq.slot, source, match)
+                self._cells.load_prefix(seq.slot, source, match)
             self._count_reuse(seq)
-
-    def _load_prefix(self, slot: KvSlot, source: KvSlot | None, match: int) -> None:
-        """Make `slot` hold exactly the first `match` tokens of `source` (the prompt's cached prefix): in
-        place when it is the source, else as a copy of the source's rows into the slot's stream."""
-        if source is slot:
-            self._save(slot, keep=match)
-            self._ctx.clear_seq(slot.index, position_at(slot.tokens, match))
-            del slot.tokens[match:]
-            return
-        if slot.tokens:
-            self._save(slot)
-            self._ctx.clear_seq(slot.index)
-            slot.tokens = []
-        if source is None or match == 0:
-            return
-        if self._copy(source, slot, position_at(source.tokens, match)):
-            slot.tokens = source.tokens[:match]
-
-    def _copy(self, source: KvSlot, slot: KvSlot, end_position: int) -> bool:
-        """Make `slot` hold `source`'s cells below `end_position` (the caller sets its tokens); False (the
-        slot left empty, its tokens to be computed) when there is no memory for the copy or llama.cpp could
-        not place it."""
-        try:
-            is_copied = self._ctx.copy_prefix(source.index, slot.index, end_position)
-        except OSError as exc:  # no memory map left (vm.max_map_count, RAM)
-            log.warning("could not copy %d cached tokens between slots: %s", len(source.tokens), exc)
-            is_copied = False
-        if not is_copied:
-            self._ctx.clear_seq(slot.index)
-            slot.tokens = []
-        return is_copied
-
-    def _restore(self, slot: KvSlot, saved: SavedPrefix, match: int) -> bool:
-        """Make `slot` hold the first `match` tokens of a state saved in host RAM."""
-        assert self.host_cache is not None
-        if slot.tokens:
-            self._save(slot)
-        if not self._ctx.restore_seq(slot.index, saved.state):  # llama.cpp emptied the slot
-            log.warning("could not restore a saved prefix of %d tokens; computing it", len(saved.tokens))
-            self.host_cache.discard(saved)
-            slot.tokens = []
-            return False
-        self._ctx.clear_seq(slot.index, position_at(saved.tokens, match))
-        slot.tokens = saved.tokens[:match]
-        self.host_cache.touch(saved)
-        return True
-
-    def _save(self, slot: KvSlot, keep: int = 0) -> None:
-        """Save `slot`'s state to host RAM before its cells from position `keep` on are dropped, when at
-        least MIN_SAVED_TOKENS of them are held by no other slot and no saved state (a finished request
-        whose prompt shares a long block with the others loses only its own tail: not worth a save)."""
-        tokens, cache = slot.tokens, self.host_cache
-        if cache is None or len(tokens) - keep < MIN_SAVED_TOKENS:
-            return
-        n = len(tokens)
-        held = max(
-            keep,
-            cache.best(tokens)[1],
-            *(common_prefix_len(other.tokens, tokens) for other in self._slots.slots if other is not slot),
-        )
-        if n - held < MIN_SAVED_TOKENS:
-            return
-        try:
-            state = self._ctx.save_seq(slot.index)
-        except OSError as exc:  # no memory map left (vm.max_map_count, RAM): the prefix is computed again
-            log.warning("could not keep a prefix of %d tokens in host RAM: %s", n, exc)
-            return
-        cache.put(tokens, state)
 
     def _count_reuse(self, seq: Sequence) -> None:
         seq.num_cached_prompt = seq.num_cached
         self.num_prefix_hits += seq.num_cached
 
-    def _evict_idle(self) -> None:
-        """In the unified pool: empty the idle slots past the idle-cell budget (kv_slots.py says why idle
-        cells cost there; in streams they cost nothing)."""
-        if self._unified and self._slots.reuse_prefixes and self._running:  # they cost only while decoding
-            for slot in self._slots.idle_to_evict():
-                self._save(slot)
-                self._ctx.clear_seq(slot.index)
-                slot.tokens = []
-
     def _close_gaps(self) -> None:
-        """Move running sequences into the slots that ended sequences left inside the run, until the
-        running slots are one run again: a gap would split every decode step into two forward passes
-        (two reads of the weights) for as long as it stays. The moved sequence's old slot keeps its
-        cells as an idle slot. A sequence that cannot be moved (no memory for the copy) stays put."""
-        while (move := self._slots.gap_to_fill()) is not None:
-            source, target = move
-            seq = next(s for s in self._running if s.slot is source)
-            if target.tokens:
-                self._save(target)
-            if not self._copy(source, target, position_at(source.tokens, len(source.tokens))):
-                return
-            target.tokens = list(source.tokens)
-            target.is_busy = True
-            seq.slot = target
-            self._slots.release(source)
+        """Keep the running slots one run (SlotCells.close_gaps), the sequences following their cells."""
+        moves = self._cells.close_gaps()
+        for old, new in moves:
+            next(s for s in self._running if s.slot is old).slot = new
+        if moves:
             self._running.sort(key=slot_index)
 
     # -- leaving -----------------------------------------------------------------------------------
