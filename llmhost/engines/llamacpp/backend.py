@@ -244,11 +244,11 @@ class LlamaContext:
         `src_seq`'s K/V rows are copied, then the ones from `end_position` on dropped (a few ms per
         thousand tokens of a small model). False when llama.cpp could not place the copy (`dst_seq` is
         then empty); raises OSError when no memory is left for it."""
-        C.llama_memory_seq_rm(self.memory, dst_seq, -1, -1)
         if self.config.unified_kv:
+            self.clear_seq(dst_seq)
             C.llama_memory_seq_cp(self.memory, src_seq, dst_seq, 0, end_position)
             return True
-        if not self.restore_seq(dst_seq, self.save_seq(src_seq)):
+        if not self.restore_seq(dst_seq, self.save_seq(src_seq)):  # a restore replaces dst's cells
             return False
         self.clear_seq(dst_seq, end_position)
         return True

@@ -83,10 +83,9 @@ class Scheduler(SchedulerThread):
         self._ctx = ctx
         self._on_outputs = on_outputs
         self._eog = frozenset(model.eog_token_ids)
-        self._unified = ctx.config.unified_kv
         # Per-sequence streams need the running slots in one run (one forward pass); the pool does not.
         self._slots = KvSlotTable(
-            ctx.config.n_seq, reuse_prefixes=reuse_prefixes, keeps_one_run=not self._unified
+            ctx.config.n_seq, reuse_prefixes=reuse_prefixes, keeps_one_run=not ctx.config.unified_kv
         )
         self._cells = SlotCells(ctx, self._slots, host_cache)
         self._running: list[Sequence] = []
@@ -148,28 +147,28 @@ class Scheduler(SchedulerThread):
         keeps every running sequence's first token in one forward pass). Returns the sequences in it."""
         num_decodes = min(batch.room, sum(seq.is_prefilled for seq in self._running))
         budget = batch.room - num_decodes
-        chunks: dict[Sequence, int] = {}  # prompt tokens each prefilling sequence gets
+        chunks: dict[Sequence, int] = {}  # prompt tokens each prefilling sequence gets, in slot order
         for seq in self._running:
-            if not (seq.is_prefilled or seq.leader is not None or seq.images):  # images: _fill_image_prompts
-                left = len(seq.prompt) - seq.num_cached
-                chunks[seq] = min(left, PROMPT_LOGITS_PER_STEP) if seq.scores_prompt else left
-        for seq, left in chunks.items():
-            chunks[seq] = n = min(left, budget)
-            budget -= n
+            if budget > 0 and not (seq.is_prefilled or seq.leader is not None or seq.images):
+                left = len(seq.prompt) - seq.num_cached  # (prompts with images: _fill_image_prompts)
+                chunks[seq] = n = min(left, budget, PROMPT_LOGITS_PER_STEP if seq.scores_prompt else left)
+                budget -= n
+        num_in_batch = 0
         for seq in self._running:
             slot = seq.slot
             assert slot is not None
             if seq.is_prefilled:
                 if num_decodes > 0:
                     num_decodes -= 1
+                    num_in_batch += 1
                     sample_at.append((seq, batch.add(seq.next_token, seq.next_position, slot.index, True)))
                     slot.tokens.append(seq.next_token)
                 continue
-            n = chunks.get(seq, 0)
-            if n == 0:
+            if seq not in chunks:
                 continue
+            num_in_batch += 1
             start = seq.num_cached
-            end = start + n
+            end = start + chunks[seq]
             if seq.scores_prompt:
                 score_at.append((seq, start, end, batch.n_tokens))
             for pos in range(start, end):
@@ -178,7 +177,7 @@ class Scheduler(SchedulerThread):
             slot.tokens.extend(seq.prompt[start:end])
             if seq.is_prefilled:
                 sample_at.append((seq, index))
-        return len(sample_at) + sum(1 for seq, n in chunks.items() if n and not seq.is_prefilled)
+        return num_in_batch
 
     def _sample(self, seq: Sequence, index: int) -> Delta:
         prompt_scores, seq.prompt_scores = seq.prompt_scores, None  # the first delta carries them
@@ -226,8 +225,7 @@ class Scheduler(SchedulerThread):
                 continue
             # A sequence that scores its prompt computes all of it: reused cells hold no logits.
             reuses = not seq.scores_prompt
-            slot, match = self._cells.take(seq.prompt, reuses=reuses)
-            assert slot is not None  # a slot is free
+            slot, match = self._cells.take(seq.prompt, reuses=reuses)  # a slot is free (the loop's test)
             seq.slot = slot
             self.num_prefix_queries += len(seq.prompt)
             if seq.scores_prompt:

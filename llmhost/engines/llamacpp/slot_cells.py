@@ -35,16 +35,14 @@ class SlotCells:
     def __init__(self, ctx: LlamaContext, slots: KvSlotTable, host_cache: HostPrefixCache | None) -> None:
         self._ctx = ctx
         self._slots = slots
-        self._unified = ctx.config.unified_kv
+        self._unified = not slots.keeps_one_run  # the pool, where cells are tagged rather than copied
         is_cached = host_cache is not None and host_cache.is_enabled and slots.reuse_prefixes
         self.host_cache = host_cache if is_cached else None
 
-    def take(self, prompt: list[int], *, reuses: bool) -> tuple[KvSlot | None, int]:
-        """A free slot for a new sequence, holding the longest prefix of `prompt` the slots or host RAM
-        have (what a copy or restore is worth), and its length; (None, 0) when every slot is busy. With
+    def take(self, prompt: list[int], *, reuses: bool) -> tuple[KvSlot, int]:
+        """A free slot (the caller checked there is one) for a new sequence, holding the longest prefix of
+        `prompt` the slots or host RAM have (what a copy or restore is worth), and its length. With
         `reuses` False the slot starts empty (a prompt that is scored: cached cells hold no logits)."""
-        if self._slots.num_free == 0:
-            return None, 0
         source, match = self._slots.best_source(prompt) if reuses else (None, 0)
         saved, saved_match = self.host_cache.best(prompt) if self.host_cache and reuses else (None, 0)
         if saved is not None and saved_match >= match + MIN_RESTORE_GAIN:
@@ -75,11 +73,11 @@ class SlotCells:
             return
         if slot.tokens:
             self.save(slot)
-            self._ctx.clear_seq(slot.index)
-            slot.tokens = []
         if source is None or match == 0:
-            return
-        if self._copy(source, slot, position_at(source.tokens, match)):
+            if slot.tokens:
+                self._ctx.clear_seq(slot.index)
+                slot.tokens = []
+        elif self._copy(source, slot, position_at(source.tokens, match)):  # the copy replaces its cells
             slot.tokens = source.tokens[:match]
 
     def _copy(self, source: KvSlot, slot: KvSlot, end_position: int) -> bool:
