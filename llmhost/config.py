@@ -65,6 +65,14 @@ class ServerSettings(BaseModel):
         "tokens (a rubric + short items); slower when they hold distinct contexts (each token's attention "
         "scans the whole pool): see docs/performance.md.",
     )
+    batch_wait_ms: float = Field(
+        50.0,
+        ge=0,
+        le=10_000,
+        description="An idle engine waits up to this long for the clients whose requests just ended to "
+        "send their next ones, so a burst of closed-loop clients has its prompts computed in one step "
+        "instead of one first and the rest a step later (one client alone never waits); 0: never wait.",
+    )
     prefix_cache_ram_mb: int = Field(
         1024,
         ge=0,

@@ -29,6 +29,7 @@ def _llamacpp(settings: Settings, source: ModelSource, name: str) -> Engine:
         flash_attn=settings.flash_attn,
         prefix_caching=settings.enable_prefix_caching,
         kv_unified=settings.kv_unified,
+        batch_wait_s=settings.batch_wait_ms / 1000,
         prefix_cache_ram_bytes=settings.prefix_cache_ram_mb * 2**20,
         n_gpu_layers=settings.n_gpu_layers,
         use_gpu=settings.gpu.strip() not in ("none", "cpu"),
@@ -60,6 +61,7 @@ def _transformers(settings: Settings, source: ModelSource, name: str) -> Engine:
         gpu=settings.gpu,
         max_image_tokens=settings.max_image_tokens,
         prefix_cache_bytes=settings.prefix_cache_ram_mb * 2**20 if settings.enable_prefix_caching else 0,
+        batch_wait_s=settings.batch_wait_ms / 1000,
     )
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from llmhost.context_window import completion_room, ensure_fits
+from llmhost.engines.returning_clients import ReturningClients
 from llmhost.engines.textstream import StopStringMatcher
 from llmhost.errors import EngineError, InvalidRequest, ModelNotLoaded
 from llmhost.types import Delta, EngineInfo, EngineStats, FinishReason, SamplingParams, TokenLogprob, Usage
@@ -226,7 +227,7 @@ class SchedulerThread:
 
     _on_outputs: Any  # Callable[[Outputs], None], set by the subclass
 
-    def __init__(self, thread_name: str) -> None:
+    def __init__(self, thread_name: str, *, batch_wait_s: float = 0.0) -> None:
         self._waiting: deque[Any] = deque()  # appended by the event loop, popped by the engine thread
         self._waiting_lock = threading.Lock()
         self._running: list[Any] = []
@@ -238,6 +239,10 @@ class SchedulerThread:
         # Prompt tokens looked up in the prefix cache, and those found there (vLLM's counters).
         self.num_prefix_queries = 0
         self.num_prefix_hits = 0
+        # How long an idle engine may wait for the rest of a burst of closed-loop clients (0: never); the
+        # subclass reports each sequence that ends by itself to `_returning`.
+        self._batch_wait_s = batch_wait_s
+        self._returning = ReturningClients()
 
     # -- called from other threads -------------------------------------------------------------
     def start(self) -> None:
@@ -246,6 +251,7 @@ class SchedulerThread:
     def submit(self, seq: Any) -> None:
         with self._waiting_lock:
             self._waiting.append(seq)
+        self._returning.arrived()
         self._wake.set()
 
     def abort(self, seq: Any) -> None:
@@ -277,6 +283,8 @@ class SchedulerThread:
                         steps_at_last_trim = self.num_steps  # once per idle spell that followed work
                         release_free_heap()
                     continue
+                if not self._running and self._batch_wait_s > 0:
+                    self._wait_for_returning_clients()
                 try:
                     self._step()
                 except Exception as exc:  # never let one bad step kill the engine thread
@@ -287,6 +295,23 @@ class SchedulerThread:
             left, self._waiting = list(self._waiting), deque()
         if left:
             self._on_outputs([(seq, EngineError("the engine is shutting down")) for seq in left])
+
+    def _wait_for_returning_clients(self) -> None:
+        """Before an idle engine starts on what has arrived: while requests that just ended are expected
+        back (returning_clients.py says why) and slots are free for them, wait for them, at most
+        `_batch_wait_s` in all, so their prompts are computed in one step."""
+        deadline = time.monotonic() + self._batch_wait_s
+        while not self._is_stopping:
+            left_s = deadline - time.monotonic()
+            room = self._num_free_slots() - len(self._waiting)
+            if left_s <= 0 or room <= 0 or self._returning.expected() == 0:
+                return
+            self._wake.wait(timeout=left_s)
+            self._wake.clear()
+
+    def _num_free_slots(self) -> int:
+        """Sequences the engine could admit now."""
+        raise NotImplementedError
 
     def _thread_context(self) -> contextlib.AbstractContextManager[Any]:
         """Entered on the engine thread around every step (e.g. torch's inference mode)."""

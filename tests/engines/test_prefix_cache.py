@@ -252,6 +252,42 @@ async def test_a_copy_between_streams_that_fails_is_computed_instead_and_serving
         await engine.close()
 
 
+async def test_a_gap_that_cannot_be_closed_is_retried_once_a_second_not_every_step(model_path, monkeypatch):
+    """Three sequences in slots 0-2; the middle one ends first and leaves a gap that a copy would close.
+    With no memory for copies the others go on decoding in two passes, and the move is tried again only
+    after `GAP_MOVE_RETRY_S`, not at each of their ~40 steps (a failed copy and a warning each)."""
+    import time
+
+    from llmhost.engines.llamacpp import slot_cells
+    from llmhost.engines.llamacpp.backend import LlamaContext
+
+    tries = []
+
+    def no_map_left(self, seq_id):
+        tries.append(seq_id)
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(LlamaContext, "save_seq", no_map_left)
+    engine = await _engine(model_path, prefix_caching=True, max_num_seqs=4)  # no host-RAM cache: no saves
+    try:
+        lengths = [40, 2, 40]
+        prompts = [
+            engine.tokenize(f"{word} ledger, entry {k}.") for k, word in enumerate(("Ox", "Yak", "Elk"))
+        ]
+        start = time.monotonic()
+        answers = await asyncio.gather(
+            *(
+                answer(engine, p, SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True))
+                for p, n in zip(prompts, lengths, strict=True)
+            )
+        )
+        elapsed_s = time.monotonic() - start
+        assert [len(a.tokens) for a in answers] == lengths
+        assert 1 <= len(tries) <= 1 + elapsed_s / slot_cells.GAP_MOVE_RETRY_S
+    finally:
+        await engine.close()
+
+
 async def test_host_ram_states_stay_within_their_bound_least_recently_used_first(model_path):
     probe = await _engine(model_path, prefix_caching=True, max_num_seqs=1, ram_bytes=256 * 2**20)
     heads = [f"{word} ledger. " + RUBRIC for word in ("Walrus", "Puffin", "Marmot")]

@@ -65,6 +65,7 @@ class LlamaCppEngine:
         flash_attn: bool = True,
         prefix_caching: bool = True,
         kv_unified: bool = False,
+        batch_wait_s: float = 0.0,
         prefix_cache_ram_bytes: int = 0,
         eval_callback: object | None = None,
         n_gpu_layers: int | None = None,
@@ -85,6 +86,7 @@ class LlamaCppEngine:
         self._flash_attn = flash_attn
         self._prefix_caching = prefix_caching
         self._kv_unified = kv_unified
+        self._batch_wait_s = batch_wait_s  # how long an idle engine waits for returning clients
         # Evicted prefixes saved in host RAM (with prefix caching only): the bound, 0 for none.
         self._prefix_cache_ram_bytes = prefix_cache_ram_bytes
         self._eval_callback = eval_callback  # ggml's per-node callback; tests count forward passes with it
@@ -121,6 +123,7 @@ class LlamaCppEngine:
             host_cache,
             vision=self._vision,
             reuse_prefixes=self._prefix_caching,
+            batch_wait_s=self._batch_wait_s,
         )
         self._scheduler.start()
 

@@ -77,8 +77,9 @@ class Scheduler(SchedulerThread):
         vision: VisionEncoder | None = None,
         *,
         reuse_prefixes: bool = True,
+        batch_wait_s: float = 0.0,
     ):
-        super().__init__("llmhost-llamacpp")
+        super().__init__("llmhost-llamacpp", batch_wait_s=batch_wait_s)
         self._model = model
         self._ctx = ctx
         self._on_outputs = on_outputs
@@ -98,6 +99,9 @@ class Scheduler(SchedulerThread):
     @property
     def num_slots(self) -> int:
         return self._ctx.config.n_seq
+
+    def _num_free_slots(self) -> int:
+        return self._slots.num_free
 
     # -- the engine thread (its loop is SchedulerThread._run) -------------------------------------
     def _step(self) -> None:
@@ -133,6 +137,7 @@ class Scheduler(SchedulerThread):
             outputs.append((seq, delta))
             if delta.finish_reason is not None:
                 self._release(seq)
+                self._returning.ended()
         if outputs:
             self._on_outputs(outputs)
 

@@ -9,6 +9,7 @@ runs on the engine thread, between decode steps.
 from __future__ import annotations
 
 import logging
+import time
 
 from llmhost.engines.host_prefix_cache import HostPrefixCache, SavedPrefix
 
@@ -27,6 +28,10 @@ MIN_SAVED_TOKENS = 64
 COPIED_TOKENS_PER_COMPUTED = 128
 # A saved state is restored only when it gives a prompt at least this many more tokens than the slots do.
 MIN_RESTORE_GAIN = 32
+# After a move into a gap failed (no memory for the copy), the next is tried only this much later: the
+# gap costs a second forward pass a step meanwhile, a retry every step would cost a failed copy and a
+# warning each.
+GAP_MOVE_RETRY_S = 1.0
 
 
 class SlotCells:
@@ -38,6 +43,7 @@ class SlotCells:
         self._unified = not slots.keeps_one_run  # the pool, where cells are tagged rather than copied
         is_cached = host_cache is not None and host_cache.is_enabled and slots.reuse_prefixes
         self.host_cache = host_cache if is_cached else None
+        self._gap_moves_resume_at = 0.0  # time.monotonic() before which no gap move is tried
 
     def take(self, prompt: list[int], *, reuses: bool) -> tuple[KvSlot, int]:
         """A free slot (the caller checked there is one) for a new sequence, holding the longest prefix of
@@ -145,13 +151,16 @@ class SlotCells:
         busy slots are one run again: a gap would split every decode step into two forward passes (two
         reads of the weights) for as long as it stays. Returns the moves (from, to) for the scheduler to
         follow; the old slot keeps its cells as an idle slot. A move that cannot be made (no memory for
-        the copy) ends it."""
-        moves = []
+        the copy) ends it, and the next is tried GAP_MOVE_RETRY_S later."""
+        moves: list[tuple[KvSlot, KvSlot]] = []
+        if time.monotonic() < self._gap_moves_resume_at:
+            return moves
         while (move := self._slots.gap_to_fill()) is not None:
             source, target = move
             if target.tokens:
                 self.save(target)
             if not self._copy(source, target, position_at(source.tokens, len(source.tokens))):
+                self._gap_moves_resume_at = time.monotonic() + GAP_MOVE_RETRY_S
                 break
             target.tokens = list(source.tokens)
             target.is_busy = True

@@ -47,6 +47,7 @@ class TransformersEngine:
         prefill_tokens: int = 2048,
         max_image_tokens: int | None = None,
         prefix_cache_bytes: int = 0,
+        batch_wait_s: float = 0.0,
     ) -> None:
         self._model_path = Path(model_path)
         self._model_format = model_format
@@ -60,6 +61,7 @@ class TransformersEngine:
         self._max_image_tokens = max_image_tokens
         # Finished sequences' KV kept in host RAM for prompts that start the same way; 0: none.
         self._prefix_cache_bytes = prefix_cache_bytes
+        self._batch_wait_s = batch_wait_s  # how long an idle engine waits for returning clients
         self._loaded: LoadedModel | None = None
         self._table: list[bytes] = []
         self._scheduler: Scheduler | None = None
@@ -122,6 +124,7 @@ class TransformersEngine:
             max_num_seqs=self._max_num_seqs,
             prefill_tokens=self._prefill_tokens,
             prefix_cache=HostPrefixCache(self._prefix_cache_bytes),
+            batch_wait_s=self._batch_wait_s,
         )
         reuses_prefixes = self._scheduler.prefix_cache is not None
         self._info = dataclasses.replace(self._info, reuses_prefixes=reuses_prefixes)

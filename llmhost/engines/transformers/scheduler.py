@@ -64,8 +64,9 @@ class Scheduler(SchedulerThread):
         max_num_seqs: int,
         prefill_tokens: int,
         prefix_cache: HostPrefixCache | None = None,
+        batch_wait_s: float = 0.0,
     ) -> None:
-        super().__init__("llmhost-transformers")
+        super().__init__("llmhost-transformers", batch_wait_s=batch_wait_s)
         self._loaded = loaded
         self._table = table
         self._vocab_size = len(table)
@@ -77,6 +78,9 @@ class Scheduler(SchedulerThread):
         self._running: list[Sequence] = []  # row i of the batch is self._running[i]
         is_cached = prefix_cache is not None and prefix_cache.is_enabled and _plain_kv_layers(loaded)
         self.prefix_cache = prefix_cache if is_cached else None
+
+    def _num_free_slots(self) -> int:
+        return self._max_num_seqs - len(self._running)
 
     # -- the engine thread -----------------------------------------------------------------------
     def _thread_context(self) -> torch.inference_mode:
@@ -222,6 +226,7 @@ class Scheduler(SchedulerThread):
             for row, seq in enumerate(self._running):
                 if seq.is_finished and not seq.is_aborted:
                     self._store(row, seq)
+                    self._returning.ended()
             self._batch.keep(keep)
             for seq in self._running:
                 if seq.is_finished:
