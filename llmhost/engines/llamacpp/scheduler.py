@@ -1,6 +1,7 @@
 """Continuous batching over one llama.cpp context, on a thread of its own.
 
-Every step:
+Before a step an idle engine may wait a moment for the rest of a burst of returning clients
+(SchedulerThread, returning_clients.py). Every step:
 1. drop sequences whose client went away (their slot is free again at once; its cells stay reusable);
 2. let sequences that waited for another's prompt prefix copy it, now that it is computed;
 3. admit waiting sequences into free slots, each starting from the longest prefix of its prompt already
