@@ -89,7 +89,10 @@ class ServerSettings(BaseModel):
         "--gpu none; none on the CPU build llmhost installs.",
     )
     threads: int | None = Field(
-        None, ge=1, description="CPU threads for the engine. Default: all cores this process may use."
+        None,
+        ge=1,
+        description="CPU threads for the engine. Default: one per physical core this process may use "
+        "(hyperthread siblings count once, as in llama-server).",
     )
     flash_attn: bool = Field(
         True,

@@ -265,3 +265,32 @@ def test_the_free_heap_is_given_back_through_glibc_where_it_runs():
         assert threaded._malloc_trim, "malloc_trim not found in glibc"
     else:
         assert threaded._malloc_trim is False
+
+
+def _fake_cpu_sysfs(root, siblings: dict[int, str]):
+    for cpu, shared in siblings.items():
+        topology = root / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "thread_siblings_list").write_text(shared + "\n")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("allowed", "expected"),
+    [({0, 1, 2, 3}, 2), ({0, 1}, 2), ({0, 2}, 1), ({3}, 1)],
+    ids=["all", "one-thread-per-core", "two-siblings", "one-cpu"],
+)
+def test_default_threads_are_one_per_physical_core_the_process_may_use(tmp_path, allowed, expected):
+    """Two cores with two hardware threads each (CPUs 0 and 2 share core 0, CPUs 1 and 3 core 1)."""
+    from llmhost.engines.llamacpp.engine import default_threads
+
+    sysfs = _fake_cpu_sysfs(tmp_path, {0: "0,2", 1: "1,3", 2: "0,2", 3: "1,3"})
+    assert default_threads(allowed, sysfs) == expected
+
+
+def test_default_threads_fall_back_to_every_allowed_cpu_without_a_topology(tmp_path):
+    from llmhost.engines.llamacpp.engine import default_threads
+
+    assert default_threads({0, 1, 5}, tmp_path) == 3
+    assert default_threads(set(), tmp_path) == 1
+    assert default_threads() >= 1  # this machine's own sysfs

@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from collections.abc import Sequence as Seq
+from pathlib import Path
 from typing import Any
 
 from llmhost.engines.base import EngineListener
@@ -31,8 +32,23 @@ log = logging.getLogger("llmhost.llamacpp")
 _MAX_CONTEXT_CELLS = 2**31 - 1
 
 
-def default_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)))
+CPU_SYSFS = Path("/sys/devices/system/cpu")
+
+
+def default_threads(cpus: set[int] | None = None, sysfs: Path = CPU_SYSFS) -> int:
+    """One thread per physical core this process may run on (`cpus`: its affinity), as llama-server's
+    default: hyperthread siblings share one core's vector units, which llama.cpp's kernels already keep
+    busy, and every extra thread is one more to wait for at each of a step's barriers. Every allowed CPU
+    where the topology is not readable."""
+    cpus = os.sched_getaffinity(0) if cpus is None else cpus
+    cores = set()
+    for cpu in cpus:
+        try:
+            siblings = (sysfs / f"cpu{cpu}" / "topology" / "thread_siblings_list").read_text().strip()
+        except OSError:
+            return max(1, len(cpus))
+        cores.add(siblings)
+    return max(1, len(cores))
 
 
 def gpu_layers(requested: int | None, *, use_gpu: bool) -> int:
