@@ -7,7 +7,6 @@ text. Precedence: CLI flag > environment > config file > default.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,13 +22,14 @@ from pydantic_settings import (
 from llmhost.config_file import read_config_file
 from llmhost.config_media import MediaSettings
 from llmhost.config_ray import RaySettings
+from llmhost.config_tools import ToolSettings, split_names
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
 class ServerSettings(BaseModel):
-    """Every setting but those of images (config_media.py) and Ray (config_ray.py); `Settings` reads them
-    all from flags, the environment and YAML."""
+    """Every setting but those of images (config_media.py), code tools (config_tools.py) and Ray
+    (config_ray.py); `Settings` reads them all from flags, the environment and YAML."""
 
     model: str | None = Field(
         None,
@@ -187,60 +187,6 @@ class ServerSettings(BaseModel):
         ge=0,
         description="Seconds running requests may take to finish after SIGTERM before they are cancelled.",
     )
-    sandbox: Literal["auto", "bwrap", "rlimits", "off"] = Field(
-        "auto",
-        description="Isolation for code tools (/get_observation). auto/bwrap: bubblewrap namespaces, and "
-        "refuse to run code when they do not work here; rlimits: resource limits only (code can read "
-        "this host's files and reach its network); off: no isolation (trusted code only).",
-    )
-    sandbox_timeout_s: float = Field(
-        10.0, gt=0, le=3600, description="Wall-clock seconds one code execution may run before it is killed."
-    )
-    sandbox_max_output_bytes: int = Field(
-        64 * 1024, ge=1, description="Bytes of stdout+stderr kept per execution; past that it is killed."
-    )
-    sandbox_max_concurrency: int = Field(
-        4, ge=1, le=1024, description="Code executions that run at the same time; more wait in the queue."
-    )
-    sandbox_max_queue: int = Field(
-        1024, ge=0, description="Code executions that may wait for a slot; past that the call answers busy."
-    )
-
-    # -- the code agent loop on /v1/chat/completions (README "Code tools") ------------------------------
-    code_tools: bool = Field(
-        False,
-        description="Chat completions run the code agent loop: generation stops at an action stop token, "
-        "the code runs (built-in sandbox or --tool-server-url), its output is appended, generation goes on. "
-        "A request can turn it on or off with `code_tools` in its body.",
-    )
-    max_turns: int = Field(5, ge=0, le=100, description="Code agent loop: most tool turns (0: no tools).")
-    min_turns: int = Field(
-        0,
-        ge=0,
-        le=100,
-        description="Code agent loop: for this many first turns, code is extracted and run even when the "
-        "model stopped on its own.",
-    )
-    action_stop_tokens: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["</python>"],
-        description="Code agent loop: stop strings that end an action (repeat or comma-separate).",
-    )
-    tool_server_url: str | None = Field(
-        None,
-        description="Code agent loop: a verl-tool-compatible tool server (e.g. "
-        "http://127.0.0.1:30150/get_observation) instead of the built-in sandbox.",
-    )
-    allow_request_tool_server_url: bool = Field(
-        False,
-        description="Let a request name its own `tool_server_url` (off by default: the server would POST "
-        "model text to any address a client names).",
-    )
-    max_obs_length: int | None = Field(
-        512,
-        ge=1,
-        description="Code agent loop: tokens kept per observation (head and tail, with a marker between).",
-    )
-
     # -- engines: choice, fallback chains, upstream servers (README "Engines") ------------------------
     engine: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["llama.cpp"],
@@ -315,16 +261,11 @@ class ServerSettings(BaseModel):
         "allowed_origins",
         "engine",
         "fallback_model",
-        "action_stop_tokens",
         mode="before",
     )
     @classmethod
     def _split_names(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = json.loads(value) if value.lstrip().startswith("[") else [value]
-        if isinstance(value, list | tuple):
-            return [n.strip() for v in value for n in str(v).split(",") if n.strip()]
-        return value
+        return split_names(value)
 
     @field_validator("prompt_templates")
     @classmethod
@@ -371,7 +312,7 @@ class ServerSettings(BaseModel):
         return value.lower() if isinstance(value, str) else value
 
 
-class Settings(RaySettings, MediaSettings, ServerSettings, BaseSettings):
+class Settings(RaySettings, MediaSettings, ToolSettings, ServerSettings, BaseSettings):
     # Fields in declaration order: the server's, the images', then Ray's (the bases' reverse order).
     model_config = SettingsConfigDict(env_prefix="LLMHOST_", extra="forbid", validate_default=True)
 
