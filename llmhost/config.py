@@ -58,12 +58,13 @@ class ServerSettings(BaseModel):
         description="Reuse the KV cache of prompt prefixes computed before (a shared system prompt, "
         "the previous turn of a conversation, n>1 choices); off: every prompt is computed in full.",
     )
-    kv_unified: bool = Field(
-        False,
-        description="llama.cpp engine: one KV pool for all sequences (llama-server's -kvu) instead of a "
-        "stream per sequence. Faster when the sequences share one long prompt prefix and differ in a few "
-        "tokens (a rubric + short items); slower when they hold distinct contexts (each token's attention "
-        "scans the whole pool): see docs/performance.md.",
+    kv_unified: bool | None = Field(
+        None,
+        description="llama.cpp engine: on, one KV pool for all sequences (llama-server's -kvu); off, a "
+        "stream per sequence. The pool is faster when the sequences share one long prompt prefix and differ "
+        "in a few tokens (a rubric + short items), slower when they hold distinct contexts (each token's "
+        "attention scans the whole pool). Unset: streams, switched to the pool while the traffic shares "
+        "long prefixes and back (docs/performance.md#kv-layout).",
     )
     batch_wait_ms: float = Field(
         50.0,

@@ -234,3 +234,4 @@ class EngineStats:
     prefix_cache_hits: int = 0  # of those, tokens found there (not computed)
     prefix_cache_ram_bytes: int = 0  # evicted prefixes' KV states kept in host RAM (llama.cpp engine)
     prefix_cache_ram_restores: int = 0  # of those states, how many were loaded back since start
+    kv_layout_switches: int = 0  # llama.cpp engine, automatic KV layout: context recreated with the other

@@ -249,6 +249,8 @@ class SchedulerThread:
         self._thread.start()
 
     def submit(self, seq: Any) -> None:
+        if self._is_stopping:  # nothing would ever take it
+            raise EngineError("the engine has stopped")
         with self._waiting_lock:
             self._waiting.append(seq)
         self._returning.arrived()

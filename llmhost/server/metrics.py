@@ -83,6 +83,12 @@ class EngineCollector(Collector):
                 "Prefixes restored from host RAM into a KV slot instead of computed.",
                 stats.prefix_cache_ram_restores,
             ),
+            (
+                CounterMetricFamily,
+                "llmhost:kv_layout_switches",
+                "Switches between a KV stream per sequence and one pool (llama.cpp, automatic layout).",
+                stats.kv_layout_switches,
+            ),
         ):
             metric = family(name, help_text, labels=["model_name"])
             metric.add_metric(self._labels, value)

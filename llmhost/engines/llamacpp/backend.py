@@ -107,6 +107,17 @@ class LlamaModel:
         return raw.decode("utf-8", "replace") if raw else ""
 
     @property
+    def has_plain_kv_cache(self) -> bool:
+        """Whether the model's memory is one KV cache of full attention (no sliding-window cache beside
+        it, no recurrent state): the memory whose saved states move between KV layouts
+        (SeqState.for_streams)."""
+        return not (
+            C.llama_model_is_recurrent(self.ptr)
+            or C.llama_model_is_hybrid(self.ptr)
+            or C.llama_model_n_swa(self.ptr) > 0
+        )
+
+    @property
     def bos_token_id(self) -> int:
         return C.llama_vocab_bos(self.vocab)
 
@@ -262,9 +273,23 @@ class LlamaContext:
         state.size = C.llama_state_seq_get_data(self.ptr, state.buffer, state.capacity, seq_id)
         return state
 
+    @property
+    def num_streams(self) -> int:
+        """KV streams llama.cpp keeps: one per sequence id, or the pool's one."""
+        return 1 if self.config.unified_kv else self.config.n_seq
+
     def restore_seq(self, seq_id: int, state: SeqState) -> bool:
-        """Replace the sequence's cells with a state `save_seq` made (of any sequence id); False when
-        llama.cpp could not place it (the sequence is then empty)."""
+        """Replace the sequence's cells with a state `save_seq` made (of any sequence id, in a context of
+        either KV layout); False when llama.cpp could not place it (the sequence is then empty)."""
+        if state.num_streams != self.num_streams:
+            converted = state.for_streams(self.num_streams)
+            if converted is None:
+                log.warning(
+                    "a saved KV state of %d streams does not fit this context's layout", state.num_streams
+                )
+                C.llama_memory_seq_rm(self.memory, seq_id, 0, -1)
+                return False
+            state = converted
         return C.llama_state_seq_set_data(self.ptr, state.buffer, state.size, seq_id) > 0
 
     def logits(self, batch_index: int) -> np.ndarray:
@@ -276,6 +301,10 @@ class LlamaContext:
             self.batch.close()
             C.llama_free(self.ptr)
             self.ptr = None
+
+
+_WORD = 4  # llama.cpp writes a state's counts as uint32
+_HEADER = 2 * _WORD  # before a sequence's state: llama.cpp's magic word and the saving sequence's id
 
 
 class SeqState:
@@ -296,6 +325,47 @@ class SeqState:
 
     def __len__(self) -> int:
         return self.size
+
+    @property
+    def num_streams(self) -> int:
+        """The KV streams of the context that saved it (the word after llama.cpp's header)."""
+        if self.size < _HEADER + _WORD:
+            return 0
+        return int.from_bytes(self._pages[_HEADER : _HEADER + _WORD], "little")
+
+    def for_streams(self, num_streams: int) -> SeqState | None:
+        """This state as a context with `num_streams` KV streams reads it (a switch of KV layout keeps
+        the saved prefixes). A sequence's state is a header (a magic word, the saving sequence's id), its
+        context's stream count, then a block per stream, an empty one a zero cell count; the sequence's
+        cells are all in one block (its stream, or the pool), and llama.cpp restores a block into the
+        target sequence's stream whichever it came from. So the one block is kept and the empty ones
+        rewritten. None when the bytes around the block are not the empty blocks. Only for a model whose
+        memory is one KV cache (`has_plain_kv_cache`): a sliding-window model's state holds two in a row,
+        which this cannot tell apart (llama.cpp then refuses the rewritten state: its second stream count
+        is wrong)."""
+        data = self._pages[: self.size]
+        old, first = self.num_streams, _HEADER + _WORD  # where the first stream's block starts
+        empty = bytes(_WORD)
+        leading = 0
+        while leading < old and data[first + _WORD * leading : first + _WORD * (leading + 1)] == empty:
+            leading += 1
+        start = first + _WORD * leading
+        if leading == old:  # no cells at all
+            if start != self.size:
+                return None
+            block = b""
+        else:
+            trailing = old - 1 - leading
+            end = self.size - _WORD * trailing
+            if end <= start or data[end:] != empty * trailing:
+                return None
+            block = data[start:end]
+        empties = num_streams if not block else num_streams - 1
+        out = data[:_HEADER] + num_streams.to_bytes(_WORD, "little") + block + empty * empties
+        converted = SeqState(len(out))
+        converted._pages[: len(out)] = out
+        converted.size = len(out)
+        return converted
 
 
 class Batch:

@@ -80,7 +80,7 @@ class LlamaCppEngine:
         batch_tokens: int = 512,
         flash_attn: bool = True,
         prefix_caching: bool = True,
-        kv_unified: bool = False,
+        kv_unified: bool | None = False,
         batch_wait_s: float = 0.0,
         prefix_cache_ram_bytes: int = 0,
         eval_callback: object | None = None,
@@ -101,6 +101,8 @@ class LlamaCppEngine:
         self._batch_tokens = batch_tokens
         self._flash_attn = flash_attn
         self._prefix_caching = prefix_caching
+        # The KV layout: one pool (True), a stream per sequence (False), or chosen while serving (None:
+        # streams first; kv_layout.py).
         self._kv_unified = kv_unified
         self._batch_wait_s = batch_wait_s  # how long an idle engine waits for returning clients
         # Evicted prefixes saved in host RAM (with prefix caching only): the bound, 0 for none.
@@ -114,6 +116,7 @@ class LlamaCppEngine:
         self._vision: VisionEncoder | None = None
         self._model: LlamaModel | None = None
         self._ctx: LlamaContext | None = None
+        self._context_config: ContextConfig | None = None  # what _load created the context with
         self._scheduler: Scheduler | None = None
         self._bridge = DeltaBridge()  # deltas from the engine thread to each consumer
         self._info: EngineInfo | None = None
@@ -140,8 +143,19 @@ class LlamaCppEngine:
             vision=self._vision,
             reuse_prefixes=self._prefix_caching,
             batch_wait_s=self._batch_wait_s,
+            make_context=self._make_context if self._switches_layout(self._model) else None,
         )
         self._scheduler.start()
+
+    def _switches_layout(self, model: LlamaModel) -> bool:
+        """Whether the KV layout is chosen while serving: left automatic, with prefix reuse (without it no
+        cells are shared, and streams always pay) and a model whose saved states move between layouts."""
+        if self._kv_unified is not None or not self._prefix_caching:
+            return False
+        if not model.has_plain_kv_cache:
+            log.info("KV layout: a stream per sequence (the model's memory is not one plain KV cache)")
+            return False
+        return True
 
     def _load(self) -> None:
         model = LlamaModel(self._model_path, n_gpu_layers=self._n_gpu_layers)
@@ -157,16 +171,16 @@ class LlamaCppEngine:
                 f"--max-model-len ({max_len}) x --max-num-seqs ({self._max_num_seqs}) KV cells is more than "
                 f"llama.cpp takes ({_MAX_CONTEXT_CELLS}); lower one of them"
             )
-        config = ContextConfig(
+        self._context_config = ContextConfig(
             n_seq=self._max_num_seqs,
             n_ctx_per_seq=max_len,
             n_batch=self._batch_tokens,
             n_threads=self._threads,
             flash_attn=self._flash_attn,
             eval_callback=self._eval_callback,
-            unified_kv=self._kv_unified,
+            unified_kv=bool(self._kv_unified),
         )
-        ctx = LlamaContext(model, config)
+        ctx = LlamaContext(model, self._context_config)
         self._model, self._ctx = model, ctx
         try:
             self._vision = vision = self._load_vision(model)
@@ -204,6 +218,13 @@ class LlamaCppEngine:
         )
         if vision is not None:
             log.info("reads images with %s", vision.path)
+
+    def _make_context(self, unified: bool) -> LlamaContext:
+        """A context like the first, with the given KV layout (the scheduler closed the one it had)."""
+        assert self._model is not None and self._context_config is not None
+        self._ctx = None
+        self._ctx = LlamaContext(self._model, dataclasses.replace(self._context_config, unified_kv=unified))
+        return self._ctx
 
     def _load_vision(self, model: LlamaModel) -> VisionEncoder | None:
         path = self._mmproj_path
@@ -255,13 +276,14 @@ class LlamaCppEngine:
     def stats(self) -> EngineStats:
         s = self._scheduler
         stats = engine_stats(s, s.num_slots if s is not None else 1)
-        host_cache = s.host_cache if s is not None else None
-        if host_cache is None:
+        if s is None:
             return stats
+        host_cache = s.host_cache
         return dataclasses.replace(
             stats,
-            prefix_cache_ram_bytes=host_cache.num_bytes,
-            prefix_cache_ram_restores=host_cache.num_restored,
+            prefix_cache_ram_bytes=host_cache.num_bytes if host_cache is not None else 0,
+            prefix_cache_ram_restores=host_cache.num_restored if host_cache is not None else 0,
+            kv_layout_switches=s.num_layout_switches,
         )
 
     def attach_listener(self, listener: EngineListener) -> None:

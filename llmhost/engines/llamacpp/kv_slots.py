@@ -8,7 +8,8 @@ loop) reuses those cells instead of computing them again: in place when it takes
 the rows into its own stream otherwise (milliseconds against seconds of prefill). An idle slot's cells
 cost nothing while other streams decode; they are dropped only when a new sequence needs the slot.
 
-With `--kv-unified` the context's KV cache is one pool of cells instead, each tagged with the sequence ids
+With `--kv-unified` (or while the automatic layout has it: kv_layout.py) the context's KV cache is one
+pool of cells instead, each tagged with the sequence ids
 (slots) that use it: copying a prefix to another slot (`llama_memory_seq_cp` inside the pool) only tags
 its cells with one more id, so a prefix shared by many sequences is stored and computed once. But
 attention then scans the pool's whole used range for every query (masked cells are computed too), so

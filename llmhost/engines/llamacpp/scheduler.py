@@ -39,26 +39,36 @@ an output buffer of vocabulary x outputs floats), each scored against the next p
 scores ride on its first delta. Outputs never outnumber the batch's tokens, which the context's
 `n_batch` (= the batch capacity) bounds, so llama.cpp's `n_outputs_max` (= n_batch) always holds them.
 With `max_tokens` 0 nothing is sampled: the sequence ends after its prompt (finish "length").
+
+When the KV layout is left automatic, each step of two or more sequences tells the advisor (kv_layout.py)
+how much of what they hold is shared; when the other layout has paid for a while, the next moment nothing
+runs the scheduler saves the slots' cells to host RAM, recreates the context with that layout and starts
+over from the saved prefixes.
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
+import time
 from collections.abc import Callable
 
 from llmhost.engines.host_prefix_cache import HostPrefixCache
 from llmhost.engines.prompt_logprobs import score_rows
 from llmhost.engines.threaded import Outputs, SchedulerThread, prompt_only_delta, token_delta
-from llmhost.errors import EngineError
+from llmhost.errors import EngineError, ModelLoadError
 from llmhost.types import Delta, TokenLogprob
 
 from .backend import Batch, LlamaContext, LlamaModel
 from .image_prefill import ImagePrefill
+from .kv_layout import KvLayoutAdvisor, sharing_ratio
 from .kv_slots import KvSlotTable, common_prefix_len
 from .sampler import SequenceSampler, token_logprob
 from .sequence import Sequence, slot_index
 from .slot_cells import SlotCells
 from .vision import VisionEncoder
+
+log = logging.getLogger("llmhost.llamacpp")
 
 # A new sequence waits for a prefilling sequence's prompt prefix only when that saves it at least this
 # many tokens of prefill; below that, computing them alongside is as fast as waiting.
@@ -79,10 +89,16 @@ class Scheduler(SchedulerThread):
         *,
         reuse_prefixes: bool = True,
         batch_wait_s: float = 0.0,
+        make_context: Callable[[bool], LlamaContext] | None = None,
     ):
+        """`make_context(unified)`, when given, makes the KV layout automatic: it creates a context of the
+        given layout (after the scheduler closed its own) and becomes the owner's context."""
         super().__init__("llmhost-llamacpp", batch_wait_s=batch_wait_s)
         self._model = model
         self._ctx = ctx
+        self._vision = vision
+        self._make_context = make_context
+        self._layout = KvLayoutAdvisor(ctx.config.unified_kv) if make_context is not None else None
         self._on_outputs = on_outputs
         self._eog = frozenset(model.eog_token_ids)
         # Per-sequence streams need the running slots in one run (one forward pass); the pool does not.
@@ -104,10 +120,20 @@ class Scheduler(SchedulerThread):
     def _num_free_slots(self) -> int:
         return self._slots.num_free
 
+    @property
+    def ctx(self) -> LlamaContext:
+        return self._ctx
+
+    @property
+    def num_layout_switches(self) -> int:
+        return self._layout.num_switches if self._layout is not None else 0
+
     # -- the engine thread (its loop is SchedulerThread._run) -------------------------------------
     def _step(self) -> None:
         outputs: Outputs = []
         self._drop_aborted()
+        if not self._running and self._layout is not None and self._layout.should_switch():
+            self._switch_layout()
         if self._running:  # idle cells cost only while something decodes
             self._cells.evict_idle()
         self._start_followers()
@@ -126,11 +152,15 @@ class Scheduler(SchedulerThread):
             if not has_decoded_images and self._images is not None:
                 self._images.wait(self._running)  # every sequence waits for its image's encoding
             return
+        started = time.perf_counter()
         rc = self._ctx.decode()
         self.num_steps += 1
         self.last_step_num_seqs = num_in_batch
         if rc != 0:
             raise EngineError(f"llama_decode returned {rc}")
+        if self._layout is not None and len(self._running) > 1:
+            held = (seq.slot.tokens if seq.is_prefilled and seq.slot else seq.prompt for seq in self._running)
+            self._layout.observe(sharing_ratio(held), time.perf_counter() - started)
         for seq, start, end, first_index in score_at:
             self._score_prompt(seq, start, end, first_index)
         for seq, index in sample_at:
@@ -287,6 +317,43 @@ class Scheduler(SchedulerThread):
         if moves:
             self._running.sort(key=slot_index)
 
+    # -- KV layout (kv_layout.py) -----------------------------------------------------------------
+    def _switch_layout(self) -> None:
+        """Recreate the context with the other KV layout; nothing runs. The slots' cells go to host RAM
+        first (the next prompts restore them from there, converted: SeqState.for_streams)."""
+        assert self._layout is not None and self._make_context is not None and not self._running
+        unified = not self._ctx.config.unified_kv
+        started = time.perf_counter()
+        self._cells.save_all()
+        self._ctx.close()
+        try:
+            ctx = self._make_context(unified)
+        except ModelLoadError as exc:  # memory taken meanwhile: the old layout again, and no more switches
+            log.warning("could not switch the KV layout (%s); keeping the one it had", exc)
+            self._layout = None
+            try:
+                ctx = self._make_context(not unified)
+            except ModelLoadError as again:  # no context at all: the engine stops, failing what waits
+                self._is_stopping = True
+                raise EngineError(f"the engine lost its KV cache: {again}") from again
+        self._use_context(ctx)
+        if self._layout is not None:
+            self._layout.switched()
+            log.info(
+                "KV layout now %s (took %.2f s): the running sequences %s",
+                "one pool" if unified else "a stream per sequence",
+                time.perf_counter() - started,
+                "shared long prefixes" if unified else "held distinct contexts",
+            )
+
+    def _use_context(self, ctx: LlamaContext) -> None:
+        self._ctx = ctx
+        self._slots.forget_all()
+        self._slots.keeps_one_run = not ctx.config.unified_kv
+        self._cells = SlotCells(ctx, self._slots, self._cells.host_cache)
+        if self._vision is not None:
+            self._images = ImagePrefill(ctx, self._vision, self._wake)
+
     # -- leaving -----------------------------------------------------------------------------------
     def _drop_aborted(self) -> None:
         if any(s.is_aborted for s in self._running):
@@ -317,7 +384,8 @@ class Scheduler(SchedulerThread):
         failed = list(self._running)
         for seq in failed:
             self._release(seq, keep_cache=False)
-        self._ctx.clear_all()
+        if self._ctx.ptr:  # (a failed switch of layout may have left none)
+            self._ctx.clear_all()
         self._slots.forget_all()
         if failed:
             self._on_outputs([(seq, error) for seq in failed])

@@ -115,19 +115,17 @@ class SlotCells:
         self.host_cache.touch(saved)
         return True
 
-    def save(self, slot: KvSlot, keep: int = 0) -> None:
+    def save(self, slot: KvSlot, keep: int = 0, *, others_stay: bool = True) -> None:
         """Save `slot`'s state to host RAM before its cells from position `keep` on are dropped, when at
-        least MIN_SAVED_TOKENS of them are held by no other slot and no saved state (a finished request
-        whose prompt shares a long block with the others loses only its own tail: not worth a save)."""
+        least MIN_SAVED_TOKENS of them are held by no other slot (`others_stay`) and no saved state (a
+        finished request whose prompt shares a long block with the others loses only its own tail: not
+        worth a save)."""
         tokens, cache = slot.tokens, self.host_cache
         if cache is None or len(tokens) - keep < MIN_SAVED_TOKENS:
             return
         n = len(tokens)
-        held = max(
-            keep,
-            cache.best(tokens)[1],
-            *(common_prefix_len(other.tokens, tokens) for other in self._slots.slots if other is not slot),
-        )
+        others = [o for o in self._slots.slots if o is not slot] if others_stay else []
+        held = max(keep, cache.best(tokens)[1], *(common_prefix_len(o.tokens, tokens) for o in others))
         if n - held < MIN_SAVED_TOKENS:
             return
         try:
@@ -136,6 +134,12 @@ class SlotCells:
             log.warning("could not keep a prefix of %d tokens in host RAM: %s", n, exc)
             return
         cache.put(tokens, state)
+
+    def save_all(self) -> None:
+        """Before the context goes (a switch of KV layout): save what the slots hold and host RAM does not,
+        the most recently used slot first (a prefix every slot shares is saved once)."""
+        for slot in sorted(self._slots.slots, key=lambda s: s.last_used, reverse=True):
+            self.save(slot, others_stay=False)
 
     def evict_idle(self) -> None:
         """In the unified pool: empty the idle slots past the idle-cell budget (kv_slots.py says why idle
