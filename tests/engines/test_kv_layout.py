@@ -44,9 +44,9 @@ class Clock:
         return self.now
 
 
-def busy(advisor: KvLayoutAdvisor, ratio: float, seconds: float, step_s: float = 0.1) -> None:
+def busy(advisor: KvLayoutAdvisor, ratio: float, seconds: float, step_s: float = 0.1, n: int = 8) -> None:
     for _ in range(round(seconds / step_s)):
-        advisor.observe(ratio, step_s)
+        advisor.observe(ratio, n, step_s)
 
 
 def test_streams_switch_to_the_pool_after_a_window_of_shared_prefixes():
@@ -73,11 +73,11 @@ def test_distinct_contexts_never_leave_streams_and_the_pool_goes_back_to_streams
 def test_mixed_or_middling_traffic_keeps_the_layout_it_has():
     for unified in (False, True):
         advisor = KvLayoutAdvisor(unified, clock=Clock())
-        busy(advisor, 2.2, 3 * kv_layout.WINDOW_S)  # between the thresholds
+        busy(advisor, 4.5, 3 * kv_layout.WINDOW_S)  # near the break-even of 8 sequences
         assert not advisor.should_switch()
         for _ in range(20):  # half the time shared, half distinct
-            advisor.observe(6.0, 0.1)
-            advisor.observe(1.0, 0.1)
+            advisor.observe(6.0, 8, 0.1)
+            advisor.observe(1.0, 8, 0.1)
         assert not advisor.should_switch()
 
 
@@ -85,9 +85,18 @@ def test_the_window_is_busy_time_weighted_by_how_long_each_step_took():
     advisor = KvLayoutAdvisor(False, clock=Clock())
     # Many quick distinct steps, and the slow prompt steps of a shared block: the time is the block's.
     for _ in range(5):
-        advisor.observe(6.7, 0.6)
+        advisor.observe(6.7, 8, 0.6)
         busy(advisor, 1.0, 0.1, step_s=0.01)
     assert advisor.should_switch()
+
+
+def test_the_more_sequences_the_more_they_must_share_for_the_pool_to_pay():
+    # Each query in the pool computes over every sequence's cells: at a ratio of 3.4, 8 sequences lose
+    # there (measured: 700 shared + 100 distinct tokens each, a ratio of 4.3, ran 20% slower), 4 win.
+    assert kv_layout.favours_pool(3.4, 4) and not kv_layout.favours_pool(3.4, 8)
+    assert kv_layout.favours_streams(3.4, 8) and not kv_layout.favours_streams(3.4, 4)
+    assert kv_layout.favours_pool(6.7, 8)  # a 700-token block + 20 tokens each
+    assert kv_layout.favours_streams(1.0, 2) and kv_layout.favours_pool(1.9, 2)  # 2 sharing 90%
 
 
 def test_switches_are_at_least_an_interval_apart_under_an_alternating_load():
@@ -179,11 +188,10 @@ async def _engine(model_path, kv_unified: bool | None = None):
 
 @pytest.fixture
 def quick_switches(monkeypatch):
-    """A short window (a round's last steps), no interval, and the pool's threshold below every ratio the
-    rubric rounds reach (2.7 at their last step, when the leader has finished): the rule itself is tested
-    above on a fake clock."""
+    """A short window (a round's last steps) and no interval: the rule itself is tested above on a fake
+    clock. The rubric rounds favour the pool at every step (4 sequences at ratios 3.4-3.6, 3 at 2.7 once
+    the leader has finished), the distinct ones streams (~1)."""
     monkeypatch.setattr(kv_layout, "WINDOW_S", 0.05)
-    monkeypatch.setattr(kv_layout, "POOL_AT", 2.5)
     monkeypatch.setattr(kv_layout, "MIN_SWITCH_INTERVAL_S", 0.0)
 
 

@@ -160,7 +160,7 @@ class Scheduler(SchedulerThread):
             raise EngineError(f"llama_decode returned {rc}")
         if self._layout is not None and len(self._running) > 1:
             held = (seq.slot.tokens if seq.is_prefilled and seq.slot else seq.prompt for seq in self._running)
-            self._layout.observe(sharing_ratio(held), time.perf_counter() - started)
+            self._layout.observe(sharing_ratio(held), len(self._running), time.perf_counter() - started)
         for seq, start, end, first_index in score_at:
             self._score_prompt(seq, start, end, first_index)
         for seq, index in sample_at:
