@@ -340,10 +340,10 @@ class Scheduler(SchedulerThread):
         if self._layout is not None:
             self._layout.switched()
             log.info(
-                "KV layout now %s (took %.2f s): the running sequences %s",
+                "KV layout now %s (took %.2f s): the recent steps' sequences %s",
                 "one pool" if unified else "a stream per sequence",
                 time.perf_counter() - started,
-                "shared long prefixes" if unified else "held distinct contexts",
+                "shared most of what they held" if unified else "shared too little of it",
             )
 
     def _use_context(self, ctx: LlamaContext) -> None:
