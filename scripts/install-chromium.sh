@@ -34,7 +34,7 @@ errlog=$(mktemp)
 if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >"$errlog" 2>&1; then
     reason=$(grep -E '^(E|W):' "$errlog" | tail -n 2 | tr '\n' ' ')
     rm -f "$errlog"
-    fail "apt-get install chromium failed: ${reason:-see apt-get's output}"
+    fail "apt-get install chromium failed: ${reason:-see the output of apt-get}"
 fi
 rm -f "$errlog"
 installed || fail "chromium was installed but does not run ('chromium --version' failed)"
