@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 from llmhost.engines.llamacpp import kv_layout
-from llmhost.engines.llamacpp.backend import SeqState
 from llmhost.engines.llamacpp.kv_layout import KvLayoutAdvisor, sharing_ratio
+from llmhost.engines.llamacpp.seq_state import SeqState
 from tests.conftest import TEST_MAX_MODEL_LEN
 from tests.engines.test_prefix_cache import ITEMS, RUBRIC, answer
 from tests.greedy import assert_greedy_close

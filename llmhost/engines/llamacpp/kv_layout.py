@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 from llmhost.engines.host_prefix_cache import common_prefix_len
 
@@ -54,12 +54,12 @@ def favours_streams(ratio: float, num_seqs: int) -> bool:
     return ratio <= break_even(num_seqs) / MARGIN
 
 
-def sharing_ratio(contents: Iterable[Sequence[int]]) -> float:
+def sharing_ratio(contents: Iterable[list[int]]) -> float:
     """Tokens the sequences hold in all, over the distinct prefixes among them (1.0: nothing shared).
 
     Sorted, each sequence shares with the others at most its common prefix with a neighbour, so the
     distinct tokens are the lengths' sum less the neighbours' common prefixes (a prefix tree's nodes)."""
-    ordered = sorted(list(c) for c in contents if len(c))
+    ordered = sorted(c for c in contents if len(c))  # (lists of token ids: no copies)
     total = sum(len(c) for c in ordered)
     if total == 0:
         return 1.0

@@ -384,8 +384,7 @@ class Scheduler(SchedulerThread):
         failed = list(self._running)
         for seq in failed:
             self._release(seq, keep_cache=False)
-        if self._ctx.ptr:  # (a failed switch of layout may have left none)
-            self._ctx.clear_all()
+        self._ctx.clear_all()
         self._slots.forget_all()
         if failed:
             self._on_outputs([(seq, error) for seq in failed])
